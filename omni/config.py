@@ -1,0 +1,62 @@
+"""Engine configuration: one frozen dataclass, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from omni.scheduler import SchedulerConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "xformers")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model: str = "omni-tiny"
+    served_model_name: str | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    max_batch_size: int = 8
+    max_num_running: int = 64
+    max_num_waiting: int = 256
+    cfg_parallel_size: int = 1
+    attention_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+        if self.cfg_parallel_size not in (1, 2):
+            raise ValueError("cfg_parallel_size must be 1 or 2")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}")
+        self.scheduler_config  # validates the queue limits
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or self.model
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype != "auto":
+            return DTYPES[self.dtype]
+        return torch.bfloat16 if self.torch_device.type == "cuda" else torch.float32
+
+    @property
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(
+            max_batch_size=self.max_batch_size,
+            max_num_running=self.max_num_running,
+            max_num_waiting=self.max_num_waiting,
+        )

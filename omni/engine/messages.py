@@ -1,0 +1,51 @@
+"""Typed messages between the asyncio side and the engine actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omni.request import GenerationParams, Request
+
+
+# Inbox: asyncio side -> actor.
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+# Outbox: actor -> asyncio side.
+@dataclass(frozen=True, slots=True)
+class Progress:
+    request_id: str
+    step_index: int  # steps done
+    num_steps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    request_id: str
+    params: GenerationParams  # resolved: the seed and defaults actually used
+    output: Any  # a PIL image, or a video's frames
+    queue_time_s: float  # arrival to first denoising step
+    inference_time_s: float  # arrival to decoded output
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    request_id: str
+    message: str
+    code: str
+
+
+Event = Progress | Finished | Failed

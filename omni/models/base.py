@@ -1,0 +1,143 @@
+"""The contract between the generic engine and one model family's adapter."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from omni.errors import InvalidRequestError
+from omni.request import GenerationParams, Request
+
+SERVING_DEFAULTS_FILE = "omni.json"
+MAX_STEPS = 1000
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the HTTP side needs to know about the loaded model."""
+
+    name: str
+    kind: Literal["image", "video"]
+    default_width: int
+    default_height: int
+    size_multiple: int  # width and height must be multiples of this
+    max_side: int
+    default_fps: int | None = None
+    default_num_frames: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServingDefaults:
+    """Defaults for fields a client leaves out; a model directory may override them in omni.json."""
+
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    guidance_scale_2: float | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+
+    @classmethod
+    def read(cls, model_dir: Path, **base: Any) -> ServingDefaults:
+        path = model_dir / SERVING_DEFAULTS_FILE
+        overrides = json.loads(path.read_text()) if path.is_file() else {}
+        known = {f.name for f in fields(cls)}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if k in known}})
+
+
+class FamilyAdapter(ABC):
+    """Everything model-specific: encoding, latents, the batched forward, decoding, defaults.
+
+    The runner calls `prepare` on newly admitted requests, `predict` once per step on one group
+    of compatible requests, and `decode` on requests whose steps are done. Tensors live on the
+    request; the adapter keeps no per-request state of its own.
+    """
+
+    kind: ClassVar[Literal["image", "video"]]
+    supported_fields: ClassVar[frozenset[str]]
+
+    def __init__(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @abstractmethod
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        """Fill in the model's defaults and validate; raises InvalidRequestError."""
+
+    @abstractmethod
+    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
+        """(one batch key per step, rows per forward) for resolved params."""
+
+    @abstractmethod
+    def prepare(self, requests: list[Request]) -> None:
+        """Encode prompts and make each request's initial latents and sigma schedule."""
+
+    @abstractmethod
+    def predict(self, requests: list[Request]) -> list[torch.Tensor]:
+        """One batched forward at each request's current step; one velocity per request."""
+
+    @abstractmethod
+    def decode(self, requests: list[Request]) -> list[Any]:
+        """Decode same-shaped finished latents; one output per request."""
+
+    def check_fields(self, params: GenerationParams) -> None:
+        for f in fields(params):
+            value = getattr(params, f.name)
+            if value is not None and f.name not in self.supported_fields:
+                raise InvalidRequestError(
+                    f"{f.name} is not supported by {self.kind} model {self.name}", param=f.name
+                )
+
+    def check_common(self, params: GenerationParams) -> GenerationParams:
+        """Validation every family shares: steps, size and seed."""
+        info = self.info
+        if not params.prompt or not params.prompt.strip():
+            raise InvalidRequestError("prompt must not be empty", param="prompt")
+        steps = params.num_inference_steps
+        if steps is not None and not 1 <= steps <= MAX_STEPS:
+            raise InvalidRequestError(
+                f"num_inference_steps must be between 1 and {MAX_STEPS}, got {steps}",
+                param="num_inference_steps",
+            )
+        for side in ("width", "height"):
+            value = getattr(params, side)
+            if value is None:
+                continue
+            if value < info.size_multiple or value > info.max_side:
+                raise InvalidRequestError(
+                    f"{side} {value} is out of range for {self.name}: "
+                    f"{info.size_multiple} to {info.max_side}",
+                    param="size",
+                )
+            if value % info.size_multiple:
+                raise InvalidRequestError(
+                    f"{side} {value} is not a multiple of {info.size_multiple}, "
+                    f"which {self.name} needs",
+                    param="size",
+                )
+        seed = params.seed
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED}", param="seed")
+        if seed is None:
+            params = replace(params, seed=secrets.randbelow(2**32))
+        return params
+
+
+def seeded_noise(shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """A request's own initial noise: drawn on the CPU so a seed means the same on every device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=dtype)

@@ -1,0 +1,81 @@
+"""One request's whole state: its parameters, its tensors and its progress."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RequestStatus(enum.IntEnum):
+    WAITING = 0
+    ENCODING = 1
+    DENOISING = 2
+    DECODING = 3
+    # Everything from here on is finished.
+    FINISHED = 10
+    FAILED = 11
+    ABORTED = 12
+
+    @property
+    def is_finished(self) -> bool:
+        return self >= RequestStatus.FINISHED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationParams:
+    """What a client asked for. `None` means "the model's default" until the adapter resolves it."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    true_cfg_scale: float | None = None
+    seed: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    guidance_scale_2: float | None = None
+    boundary_ratio: float | None = None
+    flow_shift: float | None = None
+    image: Any = None  # a PIL image conditioning image-to-video
+
+
+@dataclass(eq=False)
+class Request:
+    """Scheduler fields are plain Python; the adapter fills the tensor fields."""
+
+    request_id: str
+    params: GenerationParams
+    # One key per denoising step: requests whose current keys are equal may share a forward.
+    step_keys: tuple[Hashable, ...]
+    num_rows: int = 1  # rows this request adds to a forward: 2 with real CFG
+    status: RequestStatus = RequestStatus.WAITING
+    step_index: int = 0
+    last_scheduled: int = -1
+    error: str | None = None
+
+    # Filled by the family adapter.
+    cond: Any = None
+    latents: Any = None
+    sigmas: Any = None
+    output: Any = None
+
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_step_time: float | None = None
+    finish_time: float | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.step_keys)
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self.step_keys[min(self.step_index, self.num_steps - 1)]
+
+    @property
+    def is_denoised(self) -> bool:
+        return self.step_index >= self.num_steps

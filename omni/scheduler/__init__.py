@@ -1,0 +1,3 @@
+from omni.scheduler.scheduler import RunnerOutput, Scheduler, SchedulerConfig, SchedulerOutput
+
+__all__ = ["RunnerOutput", "Scheduler", "SchedulerConfig", "SchedulerOutput"]

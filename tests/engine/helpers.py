@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omni.config import EngineConfig
+from omni.engine import AsyncEngine
+from omni.request import GenerationParams
+
+
+def image_params(**overrides: Any) -> GenerationParams:
+    values: dict[str, Any] = dict(
+        prompt="a red fox in the snow",
+        width=64,
+        height=64,
+        num_inference_steps=4,
+        guidance_scale=3.5,
+        seed=0,
+    )
+    return GenerationParams(**{**values, **overrides})
+
+
+def pixels(image: Any) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+# Tolerance for "the same image": a batch of one row runs some matmuls as gemv where a larger
+# batch uses gemm, so float32 results differ in the last bits (~4e-7 after one linear) and can
+# move a pixel by a level after rounding. Any real error (other noise, other schedule, other
+# guidance) moves the mean by tens of levels.
+MAX_PIXEL_DIFF = 2
+MAX_MEAN_PIXEL_DIFF = 0.05
+
+
+def assert_same_image(actual: Any, expected: Any) -> None:
+    a, b = pixels(actual), pixels(expected)
+    assert a.shape == b.shape
+    diff = np.abs(a - b)
+    assert diff.max() <= MAX_PIXEL_DIFF, f"max pixel difference {diff.max()}"
+    assert diff.mean() <= MAX_MEAN_PIXEL_DIFF, f"mean pixel difference {diff.mean():.4f}"
+
+
+@asynccontextmanager
+async def running_engine(model: Path | str, **config: Any) -> AsyncIterator[AsyncEngine]:
+    engine = AsyncEngine(EngineConfig(model=str(model), **config))
+    await engine.start()
+    try:
+        await engine.wait_ready(timeout=120)
+        yield engine
+    finally:
+        await engine.stop()

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from diffusers import FluxPipeline
+
+from omni.engine import Finished, Progress
+from omni.errors import EngineNotReadyError, InvalidRequestError, RequestFailedError
+from tests.conftest import run
+from tests.engine.helpers import assert_same_image, image_params, running_engine
+
+
+def diffusers_image(model_dir, params, **extra):
+    pipe = FluxPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt=params.prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+        max_sequence_length=pipe.tokenizer_2.model_max_length,
+        **extra,
+    ).images[0]
+
+
+def generate_all(model_dir, params_list, **config):
+    async def scenario():
+        async with running_engine(model_dir, **config) as engine:
+            results = await asyncio.gather(*(engine.generate(p) for p in params_list))
+            return results, engine.stats()
+
+    return run(scenario())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"width": 32, "height": 64, "num_inference_steps": 3, "guidance_scale": 5.0, "seed": 11},
+        {"negative_prompt": "blurry", "true_cfg_scale": 4.0, "seed": 3},
+    ],
+    ids=["default", "wide-3-steps", "true-cfg"],
+)
+def test_image_is_the_same_as_diffusers_pipeline(tiny_flux_dir, overrides):
+    params = image_params(**overrides)
+    extra = {}
+    if params.negative_prompt:
+        extra = {"negative_prompt": params.negative_prompt, "true_cfg_scale": params.true_cfg_scale}
+    expected = diffusers_image(tiny_flux_dir, params, **extra)
+    (result,), _ = generate_all(tiny_flux_dir, [params])
+    assert result.output.size == expected.size
+    assert_same_image(result.output, expected)
+
+
+def test_output_depends_only_on_own_seed_and_params_not_on_batch(tiny_flux_dir):
+    target = image_params(seed=1234, num_inference_steps=6)
+
+    async def alone_then_crowded():
+        async with running_engine(tiny_flux_dir) as engine:
+            alone = await engine.generate(target)
+            others = [
+                image_params(prompt=f"other prompt {i}", seed=i, num_inference_steps=3 + i)
+                for i in range(7)
+            ]
+            crowd = [asyncio.create_task(engine.generate(p)) for p in others[:4]]
+            await asyncio.sleep(0.05)  # the crowd is mid-run when the target joins
+            crowded = asyncio.create_task(engine.generate(target))
+            await asyncio.sleep(0.02)
+            crowd += [asyncio.create_task(engine.generate(p)) for p in others[4:]]
+            await asyncio.gather(*crowd)
+            return alone, await crowded, engine.stats()
+
+    alone, crowded, stats = run(alone_then_crowded())
+    assert stats.max_batch_size_seen >= 4
+    assert_same_image(crowded.output, alone.output)
+
+
+def test_late_short_request_joins_next_step_and_finishes_first(tiny_flux_dir):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            order: list[str] = []
+            long_steps_when_short_started: list[int] = []
+            long_progress = 0
+
+            async def consume(name, params, on_progress):
+                async for event in engine.stream(params):
+                    if isinstance(event, Progress):
+                        on_progress(event)
+                    elif isinstance(event, Finished):
+                        order.append(name)
+
+            def track_long(event):
+                nonlocal long_progress
+                long_progress = event.step_index
+
+            def track_short(event):
+                if event.step_index == 1:
+                    long_steps_when_short_started.append(long_progress)
+
+            long = asyncio.create_task(
+                consume("long", image_params(num_inference_steps=40, seed=1), track_long)
+            )
+            while long_progress < 10:
+                await asyncio.sleep(0.001)
+            submitted_at = long_progress
+            short = image_params(num_inference_steps=2, seed=2)
+            await asyncio.gather(long, consume("short", short, track_short))
+            return order, submitted_at, long_steps_when_short_started[0], engine.stats()
+
+    order, submitted_at, long_at_short_start, stats = run(scenario())
+    assert order == ["short", "long"]
+    # Its first step ran in the very next batch, alongside the long request.
+    assert long_at_short_start <= submitted_at + 2
+    assert stats.batch_size_counts.get(2, 0) >= 1
+
+
+def test_mixed_shapes_complete_correctly(tiny_flux_dir):
+    square = [image_params(seed=i) for i in range(3)]
+    wide = [image_params(width=32, height=64, seed=i) for i in range(3)]
+    results, stats = generate_all(tiny_flux_dir, square + wide)
+    assert [r.output.size for r in results] == [(64, 64)] * 3 + [(32, 64)] * 3
+    expected = diffusers_image(tiny_flux_dir, wide[1])
+    assert_same_image(results[4].output, expected)
+    assert stats.max_batch_size_seen == 3
+
+
+def test_abort_frees_the_slot_and_leaves_others_untouched(tiny_flux_dir):
+    survivor = image_params(seed=5, num_inference_steps=8)
+
+    async def scenario():
+        async with running_engine(tiny_flux_dir, max_num_running=2) as engine:
+            reference = await engine.generate(survivor)
+            victim_steps = []
+
+            async def victim():
+                async for event in engine.stream(image_params(num_inference_steps=500)):
+                    victim_steps.append(event.step_index)
+                    if event.step_index == 3:
+                        return  # closing the stream aborts the request
+
+            kept = asyncio.create_task(engine.generate(survivor))
+            await victim()
+            # With max_num_running=2 this one can only start once the victim's slot is free.
+            queued = await engine.generate(image_params(seed=9, num_inference_steps=2))
+            return reference, await kept, queued, engine.stats(), victim_steps
+
+    reference, kept, queued, stats, victim_steps = run(scenario())
+    assert victim_steps[-1] == 3
+    assert stats.num_aborted == 1 and stats.num_running == 0
+    assert queued.output.size == (64, 64)
+    assert_same_image(kept.output, reference.output)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_inference_steps": 0}, "num_inference_steps must be between"),
+        ({"width": 40}, "not a multiple of 16"),
+        ({"height": 8192}, "out of range"),
+        ({"prompt": "  "}, "prompt must not be empty"),
+        ({"num_frames": 9}, "num_frames is not supported"),
+        ({"seed": -1}, "seed must be between"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_engine_keeps_serving(tiny_flux_dir, overrides, message):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            with pytest.raises(InvalidRequestError, match=message):
+                await engine.generate(image_params(**overrides))
+            return await engine.generate(image_params())
+
+    assert run(scenario()).output.size == (64, 64)
+
+
+def test_unknown_model_path_is_a_clear_error(tmp_path):
+    async def scenario():
+        async with running_engine(tmp_path / "no-such-model"):
+            pass
+
+    with pytest.raises(EngineNotReadyError, match="not found.*not a local directory"):
+        run(scenario())
+
+
+def test_fault_in_one_batch_fails_only_that_batch(tiny_flux_dir):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            adapter = engine._engine.adapter
+            real_predict = adapter.predict
+
+            def faulty_predict(requests):
+                if any(r.params.prompt == "boom" for r in requests):
+                    raise RuntimeError("injected fault")
+                return real_predict(requests)
+
+            adapter.predict = faulty_predict
+            # Different sizes: the two never share a batch.
+            doomed = engine.generate(image_params(prompt="boom", width=32))
+            healthy = engine.generate(image_params(seed=4))
+            outcomes = await asyncio.gather(doomed, healthy, return_exceptions=True)
+            after = await engine.generate(image_params(seed=4))
+            return outcomes, after, engine.stats()
+
+    (doomed, healthy), after, stats = run(scenario())
+    assert isinstance(doomed, RequestFailedError) and "injected fault" in str(doomed)
+    assert isinstance(healthy, Finished)
+    assert_same_image(healthy.output, after.output)
+    assert stats.num_failed == 1 and stats.num_finished == 2
+
+
+def test_different_seed_or_guidance_is_far_outside_the_tolerance(tiny_flux_dir):
+    (base, reseeded, reguided), _ = generate_all(
+        tiny_flux_dir,
+        [image_params(), image_params(seed=1), image_params(guidance_scale=9.0)],
+    )
+    for other in (reseeded, reguided):
+        with pytest.raises(AssertionError):
+            assert_same_image(other.output, base.output)
