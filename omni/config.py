@@ -35,7 +35,7 @@ class EngineConfig:
             raise ValueError("cfg_parallel_size must be 1 or 2")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}")
-        self.scheduler_config  # validates the queue limits
+        _ = self.scheduler_config  # SchedulerConfig validates the queue limits
 
     @property
     def name(self) -> str:

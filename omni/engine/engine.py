@@ -13,7 +13,7 @@ from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Pro
 from omni.engine.runner import Runner
 from omni.engine.stats import EngineStats
 from omni.errors import EngineNotReadyError, EngineOverloadedError, RequestAbortedError
-from omni.models import FamilyAdapter, load_adapter
+from omni.models import FamilyAdapter, load_model
 from omni.request import Request, RequestStatus
 from omni.scheduler import Scheduler, SchedulerOutput
 
@@ -35,11 +35,9 @@ class Engine:
         self,
         config: EngineConfig,
         publish: Callable[[Event], None],
-        make_runner: Callable[[FamilyAdapter], Runner] = Runner,
     ) -> None:
         self.config = config
         self.publish = publish
-        self.make_runner = make_runner
         self.inbox: queue.SimpleQueue[Inbox] = queue.SimpleQueue()
         self.scheduler = Scheduler(config.scheduler_config)
         self.stats = EngineStats()
@@ -63,13 +61,8 @@ class Engine:
 
     def _main(self) -> None:
         try:
-            self.adapter = load_adapter(
-                self.config.model,
-                self.config.name,
-                self.config.torch_device,
-                self.config.torch_dtype,
-            )
-            self.runner = self.make_runner(self.adapter)
+            self.adapter = load_model(self.config)
+            self.runner = self._make_runner(self.adapter)
             self.state = EngineState.READY
         except Exception as exc:
             logger.exception("loading %s failed", self.config.model)
@@ -83,7 +76,22 @@ class Engine:
                     self.step()
         except BaseException as exc:
             logger.exception("engine loop died")
-            self._die(f"the engine stopped: {type(exc).__name__}: {exc}")
+            self._die(self.error or f"the engine stopped: {type(exc).__name__}: {exc}")
+        finally:
+            self.runner.close()
+
+    def _make_runner(self, adapter: FamilyAdapter) -> Runner:
+        if self.config.cfg_parallel_size > 1:
+            from omni.engine.parallel import CfgParallelRunner
+
+            return CfgParallelRunner(adapter, self.config, on_worker_death=self.mark_dead)
+        return Runner(adapter)
+
+    def mark_dead(self, error: str) -> None:
+        """Callable from any thread: waiting clients see DEAD within one liveness poll."""
+        logger.error("%s", error)
+        self.error = error
+        self.state = EngineState.DEAD
 
     def step(self) -> None:
         output = self.scheduler.schedule()
@@ -121,10 +129,13 @@ class Engine:
     def _abort(self, request_id: str) -> None:
         request = self.scheduler.abort(request_id)
         if request is not None:
+            self.runner.release([request_id])
+            self._count_queues()
             self.stats.num_aborted += 1
             self.publish(Failed(request_id, "the request was aborted", RequestAbortedError.code))
 
     def _publish_step(self, output: SchedulerOutput, done: list[Request]) -> None:
+        self._count_queues()  # before publishing: a client reading stats must see this step
         if output.denoise:
             self.stats.record_batch(len(output.denoise))
         for request in output.denoise:
@@ -144,7 +155,9 @@ class Engine:
                 )
             else:
                 self.stats.num_failed += 1
-                self.publish(Failed(request.request_id, request.error or "failed", "generation_failed"))
+                self.publish(
+                    Failed(request.request_id, request.error or "failed", "generation_failed")
+                )
         self._count_queues()
 
     def _count_queues(self) -> None:

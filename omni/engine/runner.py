@@ -33,6 +33,12 @@ class Runner:
                 self._guarded(self._decode, group, failed)
         return RunnerOutput(failed=failed)
 
+    def release(self, request_ids: list[str]) -> None:
+        """Requests that left the engine outside a step (aborted); a single rank needs no word."""
+
+    def close(self) -> None:
+        """Stop whatever the runner started."""
+
     def _denoise(self, requests: list[Request]) -> None:
         velocities = self.adapter.predict(requests)
         for request, velocity in zip(requests, velocities, strict=True):

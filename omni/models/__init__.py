@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
+from omni.config import EngineConfig
 from omni.errors import ModelNotFoundError
 from omni.models.base import FamilyAdapter, ModelInfo
 
-__all__ = ["FamilyAdapter", "ModelInfo", "load_adapter", "resolve_model_dir"]
+__all__ = ["FamilyAdapter", "ModelInfo", "load_adapter", "load_model", "resolve_model_dir"]
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -50,9 +51,16 @@ def adapter_class(pipeline_class: str) -> type[FamilyAdapter]:
     raise ModelNotFoundError(f"omni has no adapter for {pipeline_class} models yet")
 
 
-def load_adapter(
-    model: str, name: str, device: torch.device, dtype: torch.dtype
-) -> FamilyAdapter:
+def load_adapter(model: str, name: str, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
     model_dir = resolve_model_dir(model)
     pipeline_class = json.loads((model_dir / "model_index.json").read_text())["_class_name"]
     return adapter_class(pipeline_class)(name, model_dir, device, dtype)
+
+
+def load_model(config: EngineConfig) -> FamilyAdapter:
+    """The adapter every rank of an engine loads: model, device, dtype, attention backend."""
+    from omni.models.attention import apply_attention_backend
+
+    adapter = load_adapter(config.model, config.name, config.torch_device, config.torch_dtype)
+    apply_attention_backend(adapter, config.attention_backend)
+    return adapter

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from omni.errors import InvalidRequestError
+from omni.flow import cfg_combine
 from omni.request import GenerationParams, Request
 
 SERVING_DEFAULTS_FILE = "omni.json"
@@ -54,12 +55,21 @@ class ServingDefaults:
         return cls(**{**base, **{k: v for k, v in overrides.items() if k in known}})
 
 
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of a transformer forward: a request's conditional or unconditional branch."""
+
+    request: Request
+    uncond: bool = False
+
+
 class FamilyAdapter(ABC):
     """Everything model-specific: encoding, latents, the batched forward, decoding, defaults.
 
     The runner calls `prepare` on newly admitted requests, `predict` once per step on one group
-    of compatible requests, and `decode` on requests whose steps are done. Tensors live on the
-    request; the adapter keeps no per-request state of its own.
+    of compatible requests, and `decode` on requests whose steps are done. `predict` is rows ->
+    one `forward` -> `combine`, so CFG-parallel ranks can each run a share of the rows. Tensors
+    live on the request; the adapter keeps no per-request state of its own.
     """
 
     kind: ClassVar[Literal["image", "video"]]
@@ -87,8 +97,42 @@ class FamilyAdapter(ABC):
         """Encode prompts and make each request's initial latents and sigma schedule."""
 
     @abstractmethod
+    def cfg_scale(self, request: Request) -> float | None:
+        """The request's real-CFG scale at its current step; None when it runs without CFG."""
+
+    @abstractmethod
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        """One batched transformer forward over same-group rows; result row i is rows[i]'s."""
+
+    def rows(self, requests: list[Request]) -> list[Row]:
+        """Conditional rows for every request, then unconditional rows for those using CFG."""
+        uncond = [Row(r, uncond=True) for r in requests if self.cfg_scale(r) is not None]
+        return [Row(r) for r in requests] + uncond
+
     def predict(self, requests: list[Request]) -> list[torch.Tensor]:
         """One batched forward at each request's current step; one velocity per request."""
+        rows = self.rows(requests)
+        return self.combine(requests, rows, self.forward(rows))
+
+    def combine(
+        self, requests: list[Request], rows: list[Row], prediction: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Each request's velocity from its rows, with CFG at the request's own scale."""
+        cond: dict[int, torch.Tensor] = {}
+        uncond: dict[int, torch.Tensor] = {}
+        for row, output in zip(rows, prediction.split(1), strict=True):
+            (uncond if row.uncond else cond)[id(row.request)] = output
+        velocities = []
+        for request in requests:
+            velocity = cond[id(request)]
+            if id(request) in uncond:
+                velocity = cfg_combine(velocity, uncond[id(request)], self.cfg_scale(request))
+            velocities.append(velocity)
+        return velocities
+
+    def denoisers(self) -> list[torch.nn.Module]:
+        """The modules whose attention backend --attention-backend sets."""
+        return []
 
     @abstractmethod
     def decode(self, requests: list[Request]) -> list[Any]:

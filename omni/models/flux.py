@@ -11,13 +11,12 @@ import torch
 from diffusers import FluxPipeline
 
 from omni.flow import (
-    cfg_combine,
     check_scheduler_config,
     flow_sigmas,
     linear_sigmas,
     model_timesteps,
 )
-from omni.models.base import FamilyAdapter, ModelInfo, ServingDefaults, seeded_noise
+from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.request import GenerationParams, Request
 
 MAX_SEQUENCE_LENGTH = 512
@@ -92,7 +91,9 @@ class FluxAdapter(FamilyAdapter):
             width=params.width or d.width,
             height=params.height or d.height,
             num_inference_steps=params.num_inference_steps or d.num_inference_steps,
-            guidance_scale=d.guidance_scale if params.guidance_scale is None else params.guidance_scale,
+            guidance_scale=d.guidance_scale
+            if params.guidance_scale is None
+            else params.guidance_scale,
             true_cfg_scale=1.0 if params.true_cfg_scale is None else params.true_cfg_scale,
         )
 
@@ -105,7 +106,9 @@ class FluxAdapter(FamilyAdapter):
 
     def prepare(self, requests: list[Request]) -> None:
         negatives = [r for r in requests if uses_true_cfg(r.params)]
-        prompts = [r.params.prompt for r in requests] + [r.params.negative_prompt for r in negatives]
+        prompts = [r.params.prompt for r in requests] + [
+            r.params.negative_prompt for r in negatives
+        ]
         embeds, pooled, _ = self.pipe.encode_prompt(
             prompt=prompts,
             prompt_2=None,
@@ -116,7 +119,9 @@ class FluxAdapter(FamilyAdapter):
         for index, request in enumerate(requests):
             request.cond = FluxCond(embeds[index : index + 1], pooled[index : index + 1])
             height, width = self._latent_size(request.params)
-            noise = seeded_noise((1, num_channels, height, width), request.params.seed, embeds.dtype)
+            noise = seeded_noise(
+                (1, num_channels, height, width), request.params.seed, embeds.dtype
+            )
             request.latents = FluxPipeline._pack_latents(noise, 1, num_channels, height, width).to(
                 self.device
             )
@@ -129,33 +134,34 @@ class FluxAdapter(FamilyAdapter):
             request.cond.negative_embeds = embeds[offset : offset + 1]
             request.cond.negative_pooled = pooled[offset : offset + 1]
 
-    def predict(self, requests: list[Request]) -> list[torch.Tensor]:
-        guided = [r for r in requests if r.cond.negative_embeds is not None]
-        rows = requests + guided
-        embeds = [r.cond.prompt_embeds for r in requests] + [r.cond.negative_embeds for r in guided]
-        pooled = [r.cond.pooled for r in requests] + [r.cond.negative_pooled for r in guided]
-        latents = torch.cat([r.latents for r in rows])
-        sigmas = torch.stack([r.sigmas[r.step_index] for r in rows])
+    def cfg_scale(self, request: Request) -> float | None:
+        return request.params.true_cfg_scale if uses_true_cfg(request.params) else None
+
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        embeds, pooled = [], []
+        for row in rows:
+            cond = row.request.cond
+            embeds.append(cond.negative_embeds if row.uncond else cond.prompt_embeds)
+            pooled.append(cond.negative_pooled if row.uncond else cond.pooled)
+        latents = torch.cat([r.request.latents for r in rows])
+        sigmas = torch.stack([r.request.sigmas[r.request.step_index] for r in rows])
         guidance = None
         if self.has_guidance_embeds:
-            scales = [r.params.guidance_scale for r in rows]
+            scales = [r.request.params.guidance_scale for r in rows]
             guidance = torch.tensor(scales, dtype=torch.float32, device=self.device)
-        prediction = self.pipe.transformer(
+        return self.pipe.transformer(
             hidden_states=latents,
             timestep=model_timesteps(sigmas, latents.dtype),
             guidance=guidance,
             pooled_projections=torch.cat(pooled),
             encoder_hidden_states=torch.cat(embeds),
             txt_ids=self._text_ids(embeds[0].shape[1]),
-            img_ids=self._image_ids_for(requests[0].params),
+            img_ids=self._image_ids_for(rows[0].request.params),
             return_dict=False,
         )[0]
-        velocities = list(prediction[: len(requests)].split(1))
-        for offset, request in enumerate(guided, start=len(requests)):
-            index = requests.index(request)
-            uncond = prediction[offset : offset + 1]
-            velocities[index] = cfg_combine(velocities[index], uncond, request.params.true_cfg_scale)
-        return velocities
+
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [self.pipe.transformer]
 
     def _text_ids(self, text_len: int) -> torch.Tensor:
         return torch.zeros(text_len, 3, device=self.device, dtype=self.dtype)
@@ -179,4 +185,3 @@ class FluxAdapter(FamilyAdapter):
         latents = latents / vae_config.scaling_factor + vae_config.shift_factor
         images = self.pipe.vae.decode(latents, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(images, output_type="pil")
-

@@ -23,6 +23,7 @@ crashes never leave a half-written model behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -60,6 +61,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+from omni.models.base import SERVING_DEFAULTS_FILE
+
 __all__ = [
     "BUILTIN_MODELS",
     "COMPLETE_MARKER",
@@ -69,7 +72,7 @@ __all__ = [
 ]
 
 COMPLETE_MARKER = ".omni-complete"
-BUILD_FORMAT = "omni-tiny-build-v1"
+BUILD_FORMAT = "omni-tiny-build-v2"
 CACHE_ENV_VAR = "OMNI_CACHE_DIR"
 
 TEXT_DIM = 32
@@ -315,7 +318,7 @@ def build_tiny_flux(path: Path, seed: int = 0) -> Path:
         tokenizer_2=tokenizer_2,
         transformer=_flux_transformer(seed),
     )
-    return _save(pipeline, path)
+    return _save(pipeline, path, TINY_FLUX_DEFAULTS)
 
 
 # Wan ----------------------------------------------------------------------------------------
@@ -402,16 +405,26 @@ def build_tiny_wan(
         transformer_2=transformer_2,
         boundary_ratio=boundary if two_experts else None,
     )
-    return _save(pipeline, path)
+    return _save(pipeline, path, TINY_WAN_DEFAULTS)
 
 
 # Cache --------------------------------------------------------------------------------------
 
 
-def _save(pipeline: FluxPipeline | WanPipeline | WanImageToVideoPipeline, path: Path) -> Path:
+# Serving defaults (omni.json): sizes at which the tiny models answer in well under a second.
+TINY_FLUX_DEFAULTS = {"width": 64, "height": 64, "num_inference_steps": 4}
+TINY_WAN_DEFAULTS = {"width": 32, "height": 32, "num_frames": 9, "fps": 8, "num_inference_steps": 4}
+
+
+def _save(
+    pipeline: FluxPipeline | WanPipeline | WanImageToVideoPipeline,
+    path: Path,
+    serving_defaults: dict[str, int],
+) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(path, safe_serialization=True)
+    (path / SERVING_DEFAULTS_FILE).write_text(json.dumps(serving_defaults, indent=2) + "\n")
     return path
 
 

@@ -181,7 +181,7 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
         async with running_engine(tmp_path / "no-such-model"):
             pass
 
-    with pytest.raises(EngineNotReadyError, match="not found.*not a local directory"):
+    with pytest.raises(EngineNotReadyError, match=r"not found.*not a local directory"):
         run(scenario())
 
 
