@@ -33,7 +33,9 @@ def check_scheduler_config(config: Mapping[str, Any]) -> None:
         if config.get(option):
             raise NotImplementedError(f"scheduler option {option} is not supported by omni yet")
     if config.get("invert_sigmas") or config.get("stochastic_sampling"):
-        raise NotImplementedError("inverted or stochastic flow-matching schedules are not supported")
+        raise NotImplementedError(
+            "inverted or stochastic flow-matching schedules are not supported"
+        )
 
 
 def linear_sigmas(num_steps: int) -> np.ndarray:

@@ -152,7 +152,9 @@ def test_failed_batch_fails_only_its_requests():
         scheduler.add(request)
     output = scheduler.schedule()
     assert output.denoise == [first, second]
-    done = scheduler.update(output, RunnerOutput({first.request_id: "boom", second.request_id: "boom"}))
+    done = scheduler.update(
+        output, RunnerOutput({first.request_id: "boom", second.request_id: "boom"})
+    )
     assert set(done) == {first, second}
     assert first.status == RequestStatus.FAILED and first.error == "boom"
     run_until_idle(scheduler)
