@@ -1,0 +1,203 @@
+"""Issue 5's GPU benchmark: one denoising step with real CFG, CFG-parallel 1 vs 2, per backend.
+
+    python -m benchmarks.cfg_step --arch flux-dev --size 1024 --batch 1 \\
+        --cfg-parallel 1,2 --backends sdpa,flash,xformers
+
+Builds the transformer from its config with random weights (bf16 on CUDA, float32 on CPU), so
+nothing is downloaded. CFG-parallel 1 runs the 2B rows (conditional + unconditional) in one
+forward; CFG-parallel 2 starts two processes, each running B rows, and all-gathers the result,
+as omni's CfgParallelRunner does. Two processes on one GPU share it, so that figure shows the
+overhead, not a speedup; a real speedup needs one GPU per rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from diffusers import FluxTransformer2DModel
+
+from omni.models.attention import DISPATCHER_NAMES, resolve_attention_backend
+
+ARCHS: dict[str, dict[str, Any]] = {
+    "flux-dev": dict(
+        patch_size=1,
+        in_channels=64,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    ),
+    "tiny": dict(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    ),
+}
+TEXT_LEN = {"flux-dev": 512, "tiny": 64}
+
+
+def build(arch: str, device: torch.device, dtype: torch.dtype) -> FluxTransformer2DModel:
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with device:
+            return FluxTransformer2DModel(**ARCHS[arch]).eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def inputs(arch: str, rows: int, size: int, device: torch.device, dtype: torch.dtype) -> dict:
+    config = ARCHS[arch]
+    side = size // 16
+    image_ids = torch.zeros(side, side, 3)
+    image_ids[..., 1] += torch.arange(side)[:, None]
+    image_ids[..., 2] += torch.arange(side)[None, :]
+    return dict(
+        hidden_states=torch.randn(
+            rows, side * side, config["in_channels"], device=device, dtype=dtype
+        ),
+        encoder_hidden_states=torch.randn(
+            rows, TEXT_LEN[arch], config["joint_attention_dim"], device=device, dtype=dtype
+        ),
+        pooled_projections=torch.randn(
+            rows, config["pooled_projection_dim"], device=device, dtype=dtype
+        ),
+        timestep=torch.full((rows,), 0.5, device=device, dtype=dtype),
+        guidance=torch.full((rows,), 3.5, device=device, dtype=torch.float32),
+        txt_ids=torch.zeros(TEXT_LEN[arch], 3, device=device, dtype=dtype),
+        img_ids=image_ids.reshape(-1, 3).to(device=device, dtype=dtype),
+        return_dict=False,
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def set_backend(model: FluxTransformer2DModel, backend: str, device: torch.device) -> None:
+    backend = resolve_attention_backend(backend, device)
+    model.set_attention_backend(DISPATCHER_NAMES[backend])
+
+
+def single(args: argparse.Namespace, backend: str) -> list[float]:
+    device, dtype = devices(args)
+    model = build(args.arch, device, dtype)
+    set_backend(model, backend, device)
+    batch = inputs(args.arch, 2 * args.batch, args.size, device, dtype)
+    with torch.inference_mode():
+        return time_steps(lambda: model(**batch), device, args.warmup, args.repeats)
+
+
+def parallel_rank(rank: int, args: argparse.Namespace, backend: str, init: str, out: str) -> None:
+    device, dtype = devices(args)
+    use_nccl = device.type == "cuda" and torch.cuda.device_count() >= 2
+    if use_nccl:
+        device = torch.device(f"cuda:{rank}")
+    dist.init_process_group(
+        "nccl" if use_nccl else "gloo", init_method=init, rank=rank, world_size=2
+    )
+    model = build(args.arch, device, dtype)
+    set_backend(model, backend, device)
+    batch = inputs(args.arch, args.batch, args.size, device, dtype)
+    carrier = device if use_nccl else torch.device("cpu")
+
+    def step() -> None:
+        local = model(**batch)[0].to(carrier)
+        pieces = [torch.empty_like(local) for _ in range(2)]
+        dist.all_gather(pieces, local)
+
+    with torch.inference_mode():
+        times = time_steps(step, device, args.warmup, args.repeats)
+    if rank == 0:
+        Path(out).write_text(json.dumps(times))
+    dist.destroy_process_group()
+
+
+def parallel(args: argparse.Namespace, backend: str) -> list[float]:
+    with tempfile.TemporaryDirectory() as workdir:
+        out = str(Path(workdir) / "times.json")
+        init = f"file://{Path(workdir) / 'rendezvous'}"
+        mp.spawn(parallel_rank, args=(args, backend, init, out), nprocs=2, join=True)
+        return json.loads(Path(out).read_text())
+
+
+def devices(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and args.arch != "tiny":
+        raise SystemExit(f"--arch {args.arch} is full size: run it on a GPU, or use --arch tiny")
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=1, help="requests, each with CFG (2 rows)")
+    parser.add_argument("--cfg-parallel", default="1,2")
+    parser.add_argument("--backends", default="sdpa")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    device, _ = devices(args)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"device: {name}; arch {args.arch}; {args.size}px; {args.batch} request(s) with CFG")
+    results = []
+    for backend in args.backends.split(","):
+        try:
+            resolve_attention_backend(backend, device)
+        except ValueError as exc:
+            print(f"{backend:9s} unavailable: {exc}")
+            continue
+        for size in (int(s) for s in args.cfg_parallel.split(",")):
+            times = single(args, backend) if size == 1 else parallel(args, backend)
+            median = statistics.median(times)
+            results.append({"backend": backend, "cfg_parallel": size, "median_ms": median})
+            print(
+                f"{backend:9s} cfg-parallel {size}: {median:9.2f} ms/step (median of {len(times)})"
+            )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"device": name, "args": vars(args) | {"json": None}, "results": results}, indent=2
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
