@@ -31,3 +31,28 @@ def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from omni.models.tiny import build_tiny_flux
 
     return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omni.models.tiny import build_tiny_wan
+
+    return build_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Text-to-video with two experts (Wan2.2 A14B layout)."""
+    from omni.models.tiny import build_tiny_wan
+
+    return build_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan22", two_experts=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_i2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Image-to-video with two experts (Wan2.2 I2V A14B layout)."""
+    from omni.models.tiny import build_tiny_wan
+
+    return build_tiny_wan(
+        tmp_path_factory.mktemp("models") / "tiny-wan-i2v", image_to_video=True, two_experts=True
+    )

@@ -1,0 +1,367 @@
+"""Wan family (Wan2.1 / Wan2.2): text-to-video, image-to-video, and two denoising experts.
+
+Sampler. Wan checkpoints ship UniPCMultistepScheduler, a multistep solver whose history of past
+predictions lives in the scheduler object for one pipeline call. omni owns the denoising loop
+and lets requests join and leave at any step, so it steps every request with flow-matching Euler
+instead: the schedule is exactly `FlowMatchEulerDiscreteScheduler(shift=flow_shift)
+.set_timesteps(num_inference_steps)`, with `flow_shift` the request's or else the shipped
+scheduler's. Outputs therefore match WanPipeline with its scheduler swapped for that one, not
+WanPipeline with UniPC (which needs fewer steps for the same quality).
+
+Experts. As in WanPipeline, `transformer` runs the steps whose timestep is at or above
+`boundary_ratio * num_train_timesteps` (high noise) with `guidance_scale`; `transformer_2` runs
+the rest (low noise) with `guidance_scale_2`, which defaults to `guidance_scale`.
+
+Guidance. A step runs classifier-free guidance when its expert's scale is above 1, with the
+negative prompt ("" by default). WanPipeline decides once, from `guidance_scale` alone; the two
+rules agree whenever both scales are on the same side of 1.
+
+Frames. The VAE keeps the first frame and packs every further 4 frames into one latent frame, so
+a request's `num_frames` is rounded by `valid_num_frames`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, WanImageToVideoPipeline
+from PIL import Image
+
+from omni.errors import InvalidRequestError
+from omni.flow import check_scheduler_config, flow_sigmas, scheduler_default_sigmas
+from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.request import GenerationParams, Request
+
+MAX_SEQUENCE_LENGTH = 512
+MAX_NUM_FRAMES = 1001
+MAX_SIDE = 4096
+MAX_FPS = 120
+MAX_GUIDANCE = 100.0
+MIN_FLOW_SHIFT, MAX_FLOW_SHIFT = 0.1, 100.0
+HIGH_NOISE, LOW_NOISE = 0, 1
+
+
+def valid_num_frames(num_frames: int, temporal_compression: int = 4) -> int:
+    """The frame count a Wan model generates for `num_frames`: the nearest 4k+1, at least 1.
+
+    The VAE keeps the first frame and packs each further 4 frames into one latent frame, so
+    counts are 1, 5, 9, ... A count of 4k+3 is as near to 4k+1 as to 4k+5 and rounds down,
+    as WanPipeline does; counts below 1 become 1. For example 80 -> 81, 79 -> 77, 2 -> 1.
+    """
+    return max(1, num_frames // temporal_compression * temporal_compression + 1)
+
+
+@dataclass(slots=True)
+class WanCond:
+    prompt_embeds: torch.Tensor  # [1, max_sequence_length, text_dim], zero-padded
+    negative_embeds: torch.Tensor | None = None  # set when some step runs CFG
+    image_condition: torch.Tensor | None = None  # image-to-video: [1, 4 + z_dim, frames, h, w]
+
+
+def flow_config(scheduler_config: dict[str, Any]) -> dict[str, Any]:
+    """The FlowMatchEulerDiscreteScheduler config omni samples with, from the shipped one's."""
+    if scheduler_config.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+        check_scheduler_config(scheduler_config)
+        if scheduler_config.get("use_dynamic_shifting"):
+            raise NotImplementedError("Wan with a dynamically shifted schedule is not supported")
+        shift = scheduler_config.get("shift", 1.0)
+    elif scheduler_config.get("use_flow_sigmas"):
+        shift = scheduler_config.get("flow_shift", 1.0)
+    else:
+        raise NotImplementedError(
+            f"{scheduler_config.get('_class_name')} without flow sigmas is not a flow-matching "
+            "schedule omni can sample"
+        )
+    return {
+        "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
+        "shift": shift,
+        "shift_terminal": scheduler_config.get("shift_terminal"),
+    }
+
+
+class WanAdapter(FamilyAdapter):
+    kind: ClassVar = "video"
+    supported_fields: ClassVar = frozenset(
+        {
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "num_frames",
+            "fps",
+            "num_inference_steps",
+            "guidance_scale",
+            "guidance_scale_2",
+            "boundary_ratio",
+            "flow_shift",
+            "seed",
+            "image",
+        }
+    )
+
+    def __init__(
+        self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        super().__init__(name, device, dtype)
+        # Wan's VAE is meant to run in float32 whatever the transformer's precision.
+        dtypes = {"default": dtype, "vae": torch.float32}
+        self.pipe = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtypes).to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        pipe = self.pipe
+        if pipe.transformer is None:
+            raise NotImplementedError("Wan models without `transformer` are not supported")
+        if pipe.config.get("expand_timesteps"):
+            raise NotImplementedError("Wan2.2 TI2V (expand_timesteps) is not supported yet")
+        if pipe.transformer.config.image_dim is not None:
+            raise NotImplementedError("Wan2.1 image-to-video (CLIP image encoder) is not supported")
+        self.is_image_to_video = isinstance(pipe, WanImageToVideoPipeline)
+        self.experts = [pipe.transformer, pipe.transformer_2]
+        self.has_two_experts = pipe.transformer_2 is not None
+        self.flow_config = flow_config(dict(pipe.scheduler.config))
+        self.temporal = pipe.vae_scale_factor_temporal
+        self.spatial = pipe.vae_scale_factor_spatial
+        transformer_config = pipe.transformer.config
+        _, patch_h, patch_w = transformer_config.patch_size
+        self.size_multiple = self.spatial * max(patch_h, patch_w)
+        rope_len = transformer_config.rope_max_seq_len
+        self.max_side = min(MAX_SIDE, self.size_multiple * rope_len)
+        max_latent_frames = rope_len * transformer_config.patch_size[0]
+        self.max_num_frames = min(MAX_NUM_FRAMES, (max_latent_frames - 1) * self.temporal + 1)
+        self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, pipe.tokenizer.model_max_length)
+        vae_config = pipe.vae.config
+        self.z_dim = vae_config.z_dim
+        stats_shape = (1, self.z_dim, 1, 1, 1)
+        self.latents_mean = torch.tensor(vae_config.latents_mean).view(stats_shape).to(device)
+        self.latents_inv_std = (1.0 / torch.tensor(vae_config.latents_std)).view(stats_shape)
+        self.latents_inv_std = self.latents_inv_std.to(device)
+        self.defaults = ServingDefaults.read(
+            model_dir,
+            width=832,
+            height=480,
+            num_inference_steps=50,
+            guidance_scale=5.0,
+            num_frames=81,
+            fps=16,
+        )
+        self.default_boundary_ratio = pipe.config.get("boundary_ratio")
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            kind="video",
+            default_width=self.defaults.width,
+            default_height=self.defaults.height,
+            size_multiple=self.size_multiple,
+            max_side=self.max_side,
+            default_fps=self.defaults.fps,
+            default_num_frames=self.defaults.num_frames,
+        )
+
+    # Requests --------------------------------------------------------------------------------
+
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        if params.true_cfg_scale is not None:
+            raise InvalidRequestError(
+                f"true_cfg_scale is not supported by {self.name}: Wan's guidance_scale is "
+                "already true classifier-free guidance with the negative prompt",
+                param="true_cfg_scale",
+            )
+        self.check_fields(params)
+        params = self.check_common(params)
+        self._check_image(params.image)
+        self._check_experts(params)
+        d = self.defaults
+        num_frames = first(params.num_frames, d.num_frames)
+        fps = first(params.fps, d.fps)
+        flow_shift = first(params.flow_shift, self.flow_config["shift"])
+        guidance = first(params.guidance_scale, d.guidance_scale)
+        guidance_2 = ratio = None
+        if self.has_two_experts:
+            guidance_2 = first(params.guidance_scale_2, d.guidance_scale_2, guidance)
+            ratio = first(params.boundary_ratio, self.default_boundary_ratio)
+            check_range("guidance_scale_2", guidance_2, 0, MAX_GUIDANCE)
+            if ratio is not None:
+                check_range("boundary_ratio", ratio, 0, 1)
+        check_range("num_frames", num_frames, 1, self.max_num_frames)
+        check_range("fps", fps, 1, MAX_FPS)
+        check_range("flow_shift", flow_shift, MIN_FLOW_SHIFT, MAX_FLOW_SHIFT)
+        check_range("guidance_scale", guidance, 0, MAX_GUIDANCE)
+        return replace(
+            params,
+            width=params.width or d.width,
+            height=params.height or d.height,
+            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
+            num_frames=valid_num_frames(num_frames, self.temporal),
+            fps=fps,
+            flow_shift=flow_shift,
+            guidance_scale=guidance,
+            guidance_scale_2=guidance_2,
+            boundary_ratio=ratio,
+        )
+
+    def _check_image(self, image: Any) -> None:
+        if image is not None and not self.is_image_to_video:
+            raise InvalidRequestError(
+                f"{self.name} is a text-to-video model: it takes no input image", param="image"
+            )
+        if image is None and self.is_image_to_video:
+            raise InvalidRequestError(
+                f"{self.name} is an image-to-video model: an input image is required",
+                param="image",
+            )
+        if image is not None and not isinstance(image, Image.Image):
+            raise InvalidRequestError("the input image could not be read as an image", "image")
+
+    def _check_experts(self, params: GenerationParams) -> None:
+        for field in ("guidance_scale_2", "boundary_ratio"):
+            if getattr(params, field) is not None and not self.has_two_experts:
+                raise InvalidRequestError(
+                    f"{field} needs a model with two experts (Wan2.2 A14B); {self.name} has one",
+                    param=field,
+                )
+
+    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
+        latent_size = self._latent_shape(params)[2:]
+        experts = self._experts(params)
+        keys = tuple(("wan", *latent_size, expert) for expert in experts)
+        uses_cfg = any(guidance_for(params, expert) is not None for expert in set(experts))
+        return keys, 2 if uses_cfg else 1
+
+    def _latent_shape(self, params: GenerationParams) -> tuple[int, ...]:
+        num_latent_frames = (params.num_frames - 1) // self.temporal + 1
+        height, width = params.height // self.spatial, params.width // self.spatial
+        return (1, self.z_dim, num_latent_frames, height, width)
+
+    def _sigmas(self, params: GenerationParams) -> torch.Tensor:
+        config = {**self.flow_config, "shift": params.flow_shift}
+        base = scheduler_default_sigmas(params.num_inference_steps, config)
+        return flow_sigmas(base, config)
+
+    def _timesteps(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The transformer's timestep for sigmas: on the 0-1000 training scale, in float32."""
+        return sigmas * self.flow_config["num_train_timesteps"]
+
+    def _experts(self, params: GenerationParams) -> list[int]:
+        num_steps = params.num_inference_steps
+        if params.boundary_ratio is None:
+            return [HIGH_NOISE] * num_steps
+        boundary = params.boundary_ratio * self.flow_config["num_train_timesteps"]
+        is_high_noise = self._timesteps(self._sigmas(params)[:-1]) >= boundary
+        return [HIGH_NOISE if high else LOW_NOISE for high in is_high_noise.tolist()]
+
+    # Tensors ---------------------------------------------------------------------------------
+
+    def prepare(self, requests: list[Request]) -> None:
+        texts = [r.params.prompt for r in requests]
+        texts += [r.params.negative_prompt or "" for r in requests if r.num_rows == 2]
+        unique = list(dict.fromkeys(texts))
+        embeds, _ = self.pipe.encode_prompt(
+            unique,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.device,
+        )
+        embeds_of = dict(zip(unique, embeds.to(self.experts[0].dtype).split(1), strict=True))
+        conditions = self._image_conditions(requests) if self.is_image_to_video else {}
+        for request in requests:
+            params = request.params
+            negative = None
+            if request.num_rows == 2:
+                negative = embeds_of[params.negative_prompt or ""]
+            request.cond = WanCond(embeds_of[params.prompt], negative, conditions.get(id(request)))
+            noise = seeded_noise(self._latent_shape(params), params.seed, torch.float32)
+            request.latents = noise.to(self.device)
+            request.sigmas = self._sigmas(params).to(self.device)
+
+    def _image_conditions(self, requests: list[Request]) -> dict[int, torch.Tensor]:
+        """WanImageToVideoPipeline's condition: first-frame mask channels + the encoded clip
+        of the input image followed by blank frames, one batched VAE encode per video shape."""
+        by_shape: dict[tuple[int, int, int], list[Request]] = {}
+        for request in requests:
+            p = request.params
+            by_shape.setdefault((p.num_frames, p.height, p.width), []).append(request)
+        conditions: dict[int, torch.Tensor] = {}
+        vae = self.pipe.vae
+        for (num_frames, height, width), group in by_shape.items():
+            images = torch.cat(
+                [
+                    self.pipe.video_processor.preprocess(
+                        r.params.image.convert("RGB"), height=height, width=width
+                    )
+                    for r in group
+                ]
+            ).to(self.device, torch.float32)
+            blank = images.new_zeros(len(group), 3, num_frames - 1, height, width)
+            clip = torch.cat([images.unsqueeze(2), blank], dim=2).to(vae.device, vae.dtype)
+            encoded = vae.encode(clip).latent_dist.mode().to(self.device, torch.float32)
+            encoded = (encoded - self.latents_mean) * self.latents_inv_std
+            mask = encoded.new_zeros(len(group), self.temporal, *encoded.shape[2:])
+            mask[:, :, 0] = 1
+            condition = torch.cat([mask, encoded], dim=1)
+            for request, row in zip(group, condition.split(1), strict=True):
+                conditions[id(request)] = row
+        return conditions
+
+    def cfg_scale(self, request: Request) -> float | None:
+        return guidance_for(request.params, request.batch_key[-1])
+
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        model = self.experts[rows[0].request.batch_key[-1]]
+        requests = [row.request for row in rows]
+        hidden = torch.cat([r.latents for r in requests])
+        if self.is_image_to_video:
+            condition = torch.cat([r.cond.image_condition for r in requests])
+            hidden = torch.cat([hidden, condition], dim=1)
+        embeds = [
+            row.request.cond.negative_embeds if row.uncond else row.request.cond.prompt_embeds
+            for row in rows
+        ]
+        sigmas = torch.stack([r.sigmas[r.step_index] for r in requests])
+        return model(
+            hidden_states=hidden.to(model.dtype),
+            timestep=self._timesteps(sigmas),
+            encoder_hidden_states=torch.cat(embeds),
+            return_dict=False,
+        )[0]
+
+    def denoisers(self) -> list[torch.nn.Module]:
+        return [expert for expert in self.experts if expert is not None]
+
+    def decode(self, requests: list[Request]) -> list[Any]:
+        vae = self.pipe.vae
+        latents = torch.cat([r.latents for r in requests]).to(vae.device, vae.dtype)
+        mean = self.latents_mean.to(latents.device, latents.dtype)
+        inv_std = self.latents_inv_std.to(latents.device, latents.dtype)
+        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        frames = self.pipe.video_processor.postprocess_video(video, output_type="np")
+        return [to_uint8(clip) for clip in frames]
+
+
+def guidance_for(params: GenerationParams, expert: int) -> float | None:
+    """The CFG scale of the expert's steps; None when that scale (1 or below) turns CFG off."""
+    scale = params.guidance_scale if expert == HIGH_NOISE else params.guidance_scale_2
+    return scale if scale is not None and scale > 1.0 else None
+
+
+def first(*values: Any) -> Any:
+    """The first value that is not None: a request's field, then the defaults in order."""
+    return next((value for value in values if value is not None), None)
+
+
+def check_range(field: str, value: float, low: float, high: float) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise InvalidRequestError(
+            f"{field} must be between {low:g} and {high:g}, got {value}", param=field
+        )
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] to uint8, rounded the way diffusers makes PIL images."""
+    return (frames * 255).round().astype(np.uint8)
