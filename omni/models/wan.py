@@ -57,6 +57,17 @@ def valid_num_frames(num_frames: int, temporal_compression: int = 4) -> int:
     return max(1, num_frames // temporal_compression * temporal_compression + 1)
 
 
+def nearest_multiple(value: int | None, multiple: int) -> int | None:
+    """Video sides round like frame counts: to the nearest size the model makes, half up.
+
+    So the seed's 854x480 becomes 848x480 (the job record reports the size made); images keep
+    their exact-size rule and refuse such sizes instead.
+    """
+    if value is None or value < 1:
+        return value
+    return max(multiple, (value + multiple // 2) // multiple * multiple)
+
+
 @dataclass(slots=True)
 class WanCond:
     prompt_embeds: torch.Tensor  # [1, max_sequence_length, text_dim], zero-padded
@@ -174,6 +185,11 @@ class WanAdapter(FamilyAdapter):
                 param="true_cfg_scale",
             )
         self.check_fields(params)
+        params = replace(
+            params,
+            width=nearest_multiple(params.width, self.size_multiple),
+            height=nearest_multiple(params.height, self.size_multiple),
+        )
         params = self.check_common(params)
         self._check_image(params.image)
         self._check_experts(params)

@@ -1,0 +1,222 @@
+"""The Videos API: durable async jobs (/v1/videos) and a synchronous endpoint (/v1/videos/sync).
+
+A job is a record in the VideoStore plus, while it runs, one asyncio task that consumes the
+engine's progress stream, encodes the MP4 in a thread and hands it to the store. The store is
+the truth: every GET reads it, so a restarted server answers for the jobs it finished before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from aiohttp import web
+
+from omni.engine import AsyncEngine, Progress
+from omni.errors import EngineOverloadedError, OmniError
+from omni.http.errors import ApiError
+from omni.http.schemas import json_response
+from omni.http.state import ENGINE, SERVER_CONFIG
+from omni.http.video_form import read_video_form
+from omni.media import MP4_CONTENT_TYPE, encode_mp4
+from omni.request import GenerationParams
+from omni.storage import DEFAULT_LIST_LIMIT, JobStatus, VideoJob, VideoStore, new_job_id
+
+logger = logging.getLogger(__name__)
+
+MIN_POLL_AFTER_MS = 200
+MAX_POLL_AFTER_MS = 5000
+CANCEL_TIMEOUT_S = 10.0
+
+
+class VideoJobs:
+    """The running jobs: one task each, writing progress and results to the store."""
+
+    def __init__(self, engine: AsyncEngine, store: VideoStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def submit(self, params: GenerationParams) -> VideoJob:
+        limit = self.engine.config.max_num_running + self.engine.config.max_num_waiting
+        if len(self.tasks) >= limit:
+            raise EngineOverloadedError(f"{limit} video jobs are already queued or running")
+        job = VideoJob(
+            id=new_job_id(),
+            created_at=int(time.time()),
+            status=JobStatus.QUEUED,
+            progress=0,
+            model=self.engine.config.name,
+            prompt=params.prompt,
+            seconds=f"{params.num_frames / params.fps:g}",
+            size=f"{params.width}x{params.height}",
+        )
+        await asyncio.to_thread(self.store.create, job)
+        self.tasks[job.id] = asyncio.create_task(self._run(job.id, params), name=job.id)
+        return job
+
+    async def _run(self, job_id: str, params: GenerationParams) -> None:
+        try:
+            finished = None
+            progress = -1
+            async with aclosing(self.engine.stream(params, request_id=job_id)) as events:
+                async for event in events:
+                    if isinstance(event, Progress):
+                        done = event.step_index * 100 // event.num_steps
+                        if done != progress:
+                            progress = done
+                            await asyncio.to_thread(self.store.mark_progress, job_id, done)
+                    else:
+                        finished = event
+            mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
+            await asyncio.to_thread(self.store.complete, job_id, mp4)
+        except asyncio.CancelledError:
+            raise  # deleted, or the server is stopping: the store's restart policy takes over
+        except OmniError as exc:
+            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc))
+        except Exception as exc:
+            logger.exception("video job %s failed", job_id)
+            message = f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self.store.fail, job_id, "internal_error", message)
+        finally:
+            self.tasks.pop(job_id, None)
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove the record and file; a running job is aborted at its next step boundary."""
+        deleted = await asyncio.to_thread(self.store.delete, job_id)
+        task = self.tasks.pop(job_id, None)
+        if task is not None:
+            task.cancel()  # closing the engine stream aborts the request
+            await asyncio.wait([task], timeout=CANCEL_TIMEOUT_S)
+        return deleted
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_TIMEOUT_S)
+
+
+VIDEO_JOBS = web.AppKey("video_jobs", VideoJobs)
+
+
+def add_video_routes(app: web.Application) -> None:
+    """The Videos API's routes, and the store's lifetime inside the engine's."""
+    app.cleanup_ctx.append(run_video_jobs)
+    app.router.add_post("/v1/videos", create_video)
+    app.router.add_post("/v1/videos/sync", create_video_sync)
+    app.router.add_get("/v1/videos", list_videos)
+    app.router.add_get("/v1/videos/{video_id}", get_video)
+    app.router.add_get("/v1/videos/{video_id}/content", get_video_content)
+    app.router.add_delete("/v1/videos/{video_id}", delete_video)
+
+
+async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
+    store = await asyncio.to_thread(VideoStore, app[SERVER_CONFIG].storage_path)
+    jobs = VideoJobs(app[ENGINE], store)
+    app[VIDEO_JOBS] = jobs
+    try:
+        yield
+    finally:
+        await jobs.close()
+        await asyncio.to_thread(store.close)
+
+
+# Handlers -------------------------------------------------------------------------------------
+
+
+async def create_video(request: web.Request) -> web.Response:
+    jobs = request.app[VIDEO_JOBS]
+    form = await read_video_form(request)
+    params = form.resolve(jobs.engine)
+    job = await jobs.submit(params)
+    return json_response(job.to_json())
+
+
+async def create_video_sync(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    form = await read_video_form(request)
+    params = form.resolve(engine)
+    finished = await engine.generate(params, request_id=uuid.uuid4().hex)
+    mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
+    headers = {
+        "x-inference-time-s": f"{finished.inference_time_s:.4f}",
+        "x-queue-time-s": f"{finished.queue_time_s:.4f}",
+        "x-seed": str(finished.params.seed),
+    }
+    return web.Response(body=mp4, content_type=MP4_CONTENT_TYPE, headers=headers)
+
+
+async def get_video(request: web.Request) -> web.Response:
+    job = await find_job(request)
+    return json_response(job.to_json(), headers={"openai-poll-after-ms": str(poll_after_ms(job))})
+
+
+async def list_videos(request: web.Request) -> web.Response:
+    store = request.app[VIDEO_JOBS].store
+    query = request.query
+    limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not limit.strip().isdigit():
+        raise ApiError(400, f"limit must be an integer, got {limit!r}", param="limit")
+    page = await asyncio.to_thread(
+        store.list, query.get("after"), int(limit), query.get("order", "desc")
+    )
+    data = [job.to_json() for job in page.jobs]
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
+    )
+
+
+async def get_video_content(request: web.Request) -> web.StreamResponse:
+    job = await find_job(request)
+    variant = request.query.get("variant", "video")
+    if variant != "video":
+        raise ApiError(400, f"variant {variant!r} is not available: only 'video'", param="variant")
+    if job.status == JobStatus.FAILED:
+        raise ApiError(
+            404,
+            f"video {job.id} failed and has no content: {job.error_message}",
+            code="video_failed",
+        )
+    if job.status != JobStatus.COMPLETED:
+        raise ApiError(
+            409,
+            f"video {job.id} is {job.status.value} ({job.progress}%): its content is not ready",
+            code="video_not_ready",
+            headers={"Retry-After": "1"},
+        )
+    path = request.app[VIDEO_JOBS].store.content_path(job.id)
+    if not path.is_file():  # removed behind the store's back
+        raise ApiError(404, f"the file of video {job.id} is missing", code="video_not_found")
+    return web.FileResponse(path, headers={"Content-Type": MP4_CONTENT_TYPE})
+
+
+async def delete_video(request: web.Request) -> web.Response:
+    job = await find_job(request)
+    await request.app[VIDEO_JOBS].delete(job.id)
+    return json_response({"id": job.id, "object": "video.deleted", "deleted": True})
+
+
+async def find_job(request: web.Request) -> VideoJob:
+    video_id = request.match_info["video_id"]
+    job = await asyncio.to_thread(request.app[VIDEO_JOBS].store.get, video_id)
+    if job is None:
+        raise ApiError(404, f"no video with id {video_id!r}", code="video_not_found")
+    return job
+
+
+def poll_after_ms(job: VideoJob) -> int:
+    """Poll often while a job is young and less as it runs on: a tenth of its age so far."""
+    age_ms = max(0.0, time.time() - job.created_at) * 1000
+    return int(min(MAX_POLL_AFTER_MS, max(MIN_POLL_AFTER_MS, age_ms / 10)))

@@ -1,0 +1,322 @@
+"""The video job store: job records in SQLite beside the MP4 files, in one storage directory.
+
+The store is the truth; memory holds only the running tasks. Every method is short and
+blocking, so the HTTP side calls them through `asyncio.to_thread`.
+
+Restart policy: jobs that were queued or in progress when the server stopped are marked failed
+with the error code `server_restarted`. Re-queuing them would need every input persisted
+(including uploaded reference images) and would silently spend the restarted server's time on
+work whose client may have gone; a failed record tells a client plainly to submit again.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omni.errors import InvalidRequestError
+
+DATABASE_FILE = "videos.sqlite3"
+JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
+TEMP_MARKER = ".tmp-"
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+SERVER_RESTARTED = "server_restarted"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    status TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    seconds TEXT NOT NULL,
+    size TEXT NOT NULL,
+    error_code TEXT,
+    error_message TEXT
+)
+"""
+COLUMNS = (
+    "id, created_at, completed_at, status, progress, model, prompt, seconds, size, "
+    "error_code, error_message"
+)
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoJob:
+    id: str
+    created_at: int
+    status: JobStatus
+    progress: int
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    completed_at: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the OpenAI Video object."""
+        error = None
+        if self.error_code is not None:
+            error = {"code": self.error_code, "message": self.error_message or ""}
+        return {
+            "id": self.id,
+            "object": "video",
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "expires_at": None,
+            "status": self.status.value,
+            "progress": self.progress,
+            "model": self.model,
+            "prompt": self.prompt,
+            "seconds": self.seconds,
+            "size": self.size,
+            "remixed_from_video_id": None,
+            "error": error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[VideoJob]
+    has_more: bool
+
+
+def new_job_id() -> str:
+    return f"video_{secrets.token_hex(16)}"
+
+
+def is_job_id(value: str) -> bool:
+    return JOB_ID_PATTERN.fullmatch(value) is not None
+
+
+def _row_to_job(row: tuple[Any, ...]) -> VideoJob:
+    values = dict(zip(COLUMNS.split(", "), row, strict=True))
+    return VideoJob(**{**values, "status": JobStatus(values["status"])})
+
+
+class VideoStore:
+    """Job records and their MP4s. Ids that do not match JOB_ID_PATTERN never reach a path."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory).expanduser().resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.directory / DATABASE_FILE, check_same_thread=False, isolation_level=None
+        )
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses at most the last commits on power loss, never consistency.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(SCHEMA)
+        self._recover()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # Records ---------------------------------------------------------------------------------
+
+    def create(self, job: VideoJob) -> None:
+        self._check_id(job.id)
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO videos ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.created_at,
+                    job.completed_at,
+                    job.status.value,
+                    job.progress,
+                    job.model,
+                    job.prompt,
+                    job.seconds,
+                    job.size,
+                    job.error_code,
+                    job.error_message,
+                ),
+            )
+
+    def get(self, job_id: str) -> VideoJob | None:
+        if not is_job_id(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {COLUMNS} FROM videos WHERE id = ?", (job_id,)
+            ).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def list(
+        self, after: str | None = None, limit: int = DEFAULT_LIST_LIMIT, order: str = "desc"
+    ) -> JobPage:
+        """Jobs by creation time; `after` is the id of the last job of the previous page."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequestError(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}", param="limit"
+            )
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(f"order must be asc or desc, got {order!r}", param="order")
+        direction, beyond = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        query = f"SELECT {COLUMNS} FROM videos"
+        args: list[Any] = []
+        with self._lock:
+            if after is not None:
+                cursor = self._cursor(after)
+                query += f" WHERE (created_at, seq) {beyond} (?, ?)"
+                args += cursor
+            query += f" ORDER BY created_at {direction}, seq {direction} LIMIT ?"
+            rows = self._db.execute(query, (*args, limit + 1)).fetchall()
+        jobs = [_row_to_job(row) for row in rows[:limit]]
+        return JobPage(jobs, has_more=len(rows) > limit)
+
+    def mark_progress(self, job_id: str, progress: int) -> None:
+        """The job runs and is `progress` percent done (clamped to 0-99: 100 means completed)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE videos SET status = ?, progress = ? WHERE id = ? AND status IN (?, ?)",
+                (
+                    JobStatus.IN_PROGRESS.value,
+                    max(0, min(99, progress)),
+                    job_id,
+                    JobStatus.QUEUED.value,
+                    JobStatus.IN_PROGRESS.value,
+                ),
+            )
+
+    def fail(self, job_id: str, code: str, message: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ? "
+                "WHERE id = ? AND status IN (?, ?)",
+                (
+                    JobStatus.FAILED.value,
+                    code,
+                    message,
+                    int(time.time()),
+                    job_id,
+                    JobStatus.QUEUED.value,
+                    JobStatus.IN_PROGRESS.value,
+                ),
+            )
+
+    def complete(self, job_id: str, mp4: bytes) -> bool:
+        """Write the MP4 durably, then mark the job completed; False if it was deleted meanwhile."""
+        path = self.content_path(job_id)
+        write_atomically(path, mp4)
+        with self._lock:
+            updated = self._db.execute(
+                "UPDATE videos SET status = ?, progress = 100, completed_at = ? "
+                "WHERE id = ? AND status IN (?, ?)",
+                (
+                    JobStatus.COMPLETED.value,
+                    int(time.time()),
+                    job_id,
+                    JobStatus.QUEUED.value,
+                    JobStatus.IN_PROGRESS.value,
+                ),
+            ).rowcount
+        if not updated:
+            path.unlink(missing_ok=True)
+        return bool(updated)
+
+    def delete(self, job_id: str) -> bool:
+        """Remove the record, then the file (a file left by a crash is swept on next open)."""
+        if not is_job_id(job_id):
+            return False
+        with self._lock:
+            deleted = self._db.execute("DELETE FROM videos WHERE id = ?", (job_id,)).rowcount
+        self.content_path(job_id).unlink(missing_ok=True)
+        return bool(deleted)
+
+    # Files -----------------------------------------------------------------------------------
+
+    def content_path(self, job_id: str) -> Path:
+        self._check_id(job_id)
+        return self.directory / f"{job_id}.mp4"
+
+    # Internals -------------------------------------------------------------------------------
+
+    def _check_id(self, job_id: str) -> None:
+        if not is_job_id(job_id):
+            raise InvalidRequestError(f"{job_id!r} is not a video id", param="video_id")
+
+    def _cursor(self, after: str) -> tuple[int, int]:
+        row = None
+        if is_job_id(after):
+            row = self._db.execute(
+                "SELECT created_at, seq FROM videos WHERE id = ?", (after,)
+            ).fetchone()
+        if row is None:
+            raise InvalidRequestError(f"after: no video job {after!r}", param="after")
+        return row
+
+    def _recover(self) -> None:
+        """Fail the jobs a previous server left unfinished; sweep files no record owns."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ? "
+                "WHERE status IN (?, ?)",
+                (
+                    JobStatus.FAILED.value,
+                    SERVER_RESTARTED,
+                    "the server restarted before this job finished; submit it again",
+                    int(time.time()),
+                    JobStatus.QUEUED.value,
+                    JobStatus.IN_PROGRESS.value,
+                ),
+            )
+            completed = {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT id FROM videos WHERE status = ?", (JobStatus.COMPLETED.value,)
+                )
+            }
+        for path in self.directory.glob("*video_*.mp4*"):
+            stem = path.name.removesuffix(".mp4")
+            if TEMP_MARKER in path.name or (is_job_id(stem) and stem not in completed):
+                path.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, fsync it, rename, fsync the directory.
+
+    A reader (or a crash) sees either no file or the whole file, never a part of one.
+    """
+    temp = path.with_name(f".{path.name}{TEMP_MARKER}{secrets.token_hex(4)}")
+    try:
+        with open(temp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

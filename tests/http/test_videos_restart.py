@@ -1,0 +1,60 @@
+"""A server restarted on the same storage keeps finished jobs and fails interrupted ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.http.servers import ServerProcess, server_thread
+from tests.http.test_videos import (
+    LONG_JOB,
+    SERVED_NAME,
+    assert_error,
+    assert_mp4,
+    create,
+    video_config,
+    wait_for_job,
+    wait_until_running,
+)
+from tests.test_media import decode
+
+KEPT_JOB = {"prompt": "kept", "size": "48x32", "num_frames": 5, "fps": 6, "num_inference_steps": 1}
+
+
+def test_a_restarted_server_lists_and_serves_finished_jobs_and_fails_running_ones(
+    tiny_wan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = tmp_path / "storage"
+    with server_thread(video_config(tiny_wan_dir, storage)) as first:
+        finished = create(first.url, **KEPT_JOB).json()
+        assert wait_for_job(first.url, finished["id"])["status"] == "completed"
+        original = requests.get(f"{first.url}/v1/videos/{finished['id']}/content", timeout=10)
+        running = create(first.url, **LONG_JOB).json()
+        wait_until_running(first.url, running["id"])
+    # Started as `python -m omni.serve`, finding the storage through the seed's variable.
+    monkeypatch.setenv("VLLM_OMNI_STORAGE_PATH", str(storage))
+    monkeypatch.delenv("OMNI_STORAGE_PATH", raising=False)
+    second = ServerProcess(
+        ["--model", str(tiny_wan_dir), "--served-model-name", SERVED_NAME], tmp_path / "log"
+    )
+    try:
+        second.wait_healthy()
+        listed = requests.get(f"{second.url}/v1/videos", params={"order": "asc"}, timeout=10)
+        content = requests.get(f"{second.url}/v1/videos/{finished['id']}/content", timeout=10)
+        interrupted = requests.get(f"{second.url}/v1/videos/{running['id']}", timeout=10).json()
+        interrupted_content = requests.get(
+            f"{second.url}/v1/videos/{running['id']}/content", timeout=10
+        )
+    finally:
+        second.stop()
+
+    jobs = {job["id"]: job for job in listed.json()["data"]}
+    assert list(jobs) == [finished["id"], running["id"]]
+    assert jobs[finished["id"]]["status"] == "completed"
+    assert content.content == original.content
+    assert_mp4(decode(content.content), num_frames=5, fps=6, width=48, height=32)
+    assert interrupted["status"] == "failed"
+    assert interrupted["error"]["code"] == "server_restarted"
+    assert assert_error(interrupted_content, 404, "failed")["code"] == "video_failed"
