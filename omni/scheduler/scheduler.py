@@ -88,8 +88,10 @@ class Scheduler:
             output.prepare.append(request)
         output.decode = [r for r in self.running if r.status == RequestStatus.DECODING]
         output.denoise = self._pick_batch()
+        now = time.monotonic()
         for request in output.denoise:
             request.last_scheduled = step
+            request.first_step_time = request.first_step_time or now
         if output.denoise:
             self._group_last_served[output.denoise[0].batch_key] = step
         return output
@@ -134,7 +136,6 @@ class Scheduler:
                 request.status = RequestStatus.DENOISING
         for request in output.denoise:
             if request.status == RequestStatus.DENOISING:
-                request.first_step_time = request.first_step_time or now
                 request.step_index += 1
                 if request.is_denoised:
                     request.status = RequestStatus.DECODING

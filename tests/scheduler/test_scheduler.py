@@ -196,3 +196,15 @@ def test_full_waiting_queue_refuses():
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="max_batch_size"):
         SchedulerConfig(max_batch_size=0)
+
+
+def test_queue_time_ends_when_the_first_step_starts():
+    scheduler = Scheduler(SchedulerConfig(max_num_running=1))
+    first, second = make_request(num_steps=2), make_request(num_steps=2)
+    scheduler.add(first)
+    scheduler.add(second)
+    output = scheduler.schedule()
+    assert first.first_step_time is not None and second.first_step_time is None
+    scheduler.update(output, RunnerOutput())
+    run_until_idle(scheduler)
+    assert second.first_step_time >= first.finish_time

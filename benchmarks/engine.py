@@ -1,0 +1,301 @@
+"""Offline engine benchmark: ms per denoising step, images/s and MFU against batch size.
+
+    python -m benchmarks.engine --arch flux-dev --size 512 1024 --batch-sizes 1 2 4 8 16
+    python -m benchmarks.engine --arch tiny            # CPU, seconds
+
+Three measurements, no HTTP:
+
+* transformer: the architecture built from its config with random weights (bf16 on a GPU,
+  float32 on a CPU), one batched forward with a timestep per sample, as omni's runner calls it.
+  images/s is batch / (ms per step x --steps): denoising only, text encoding and VAE excluded.
+  MFU is the FLOPs estimate in benchmarks.archs over the device's dense bf16 peak.
+* scheduler: omni's Scheduler.schedule() + update() with as many live requests as the batch,
+  against the forward it would drive: the bookkeeping overhead per step.
+* engine (built-in tiny models, or --engine-model DIR): the whole omni.engine path, all requests
+  submitted at once, with time inside the scheduler and the runner measured per step.
+
+Full-size architectures refuse to run on a CPU (FLUX.1-dev is 12 B parameters: 48 GB in float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from benchmarks.archs import (
+    ARCH_NAMES,
+    Arch,
+    build,
+    count_parameters,
+    forward_flops,
+    get_arch,
+    make_inputs,
+)
+from benchmarks.engine_path import EngineRun, run_engine_path
+from benchmarks.scheduler_cost import scheduler_step_seconds
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, without sparsity.
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
+DEFAULT_SIZES = {"flux-dev": ["512", "1024"], "wan2.1-1.3b": ["832x480"]}
+DEFAULT_FRAMES = {"wan2.1-1.3b": 33}
+
+
+@dataclass(slots=True)
+class StepResult:
+    width: int
+    height: int
+    batch: int
+    ms_per_step: float | None  # None: out of memory
+    images_per_s: float | None = None
+    tflops: float | None = None
+    mfu: float | None = None
+    scheduler_us: float | None = None
+    scheduler_share: float | None = None  # scheduler / (scheduler + forward)
+
+
+@dataclass(slots=True)
+class EngineReport:
+    arch: str
+    device: str
+    dtype: str
+    num_params: int
+    steps: int
+    num_frames: int
+    peak_tflops: float | None
+    transformer: list[StepResult] = field(default_factory=list)
+    engine: list[EngineRun] = field(default_factory=list)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height or width)
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    if given is not None:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for marker, peak in PEAK_BF16_TFLOPS:
+        if marker in name:
+            return peak
+    raise SystemExit(f"no known bf16 peak for {name!r}: pass --peak-tflops")
+
+
+def time_ms(step: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median wall time of `step` in ms, the device synchronized around each call."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_transformer(
+    arch: Arch, model: torch.nn.Module, args: argparse.Namespace, report: EngineReport
+) -> None:
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    for width, height in map(parse_size, args.size):
+        flops = forward_flops(arch, report.num_params, width, height, args.frames)
+        for batch in args.batch_sizes:
+            inputs = make_inputs(arch, batch, width, height, args.frames, device, dtype)
+            try:
+                with torch.inference_mode():
+                    ms = time_ms(partial(model, **inputs), device, args.warmup, args.repeats)
+            except torch.OutOfMemoryError:
+                inputs = None
+                torch.cuda.empty_cache()
+                report.transformer.append(StepResult(width, height, batch, None))
+                print(f"{width}x{height} batch {batch:>3}: out of memory", file=sys.stderr)
+                break
+            result = step_result(width, height, batch, ms, flops, report, args.steps)
+            scheduler_s = scheduler_step_seconds(batch, args.steps)
+            result.scheduler_us = scheduler_s * 1e6
+            result.scheduler_share = scheduler_s / (scheduler_s + ms / 1000)
+            report.transformer.append(result)
+            print(format_step(result), file=sys.stderr)
+
+
+def step_result(
+    width: int, height: int, batch: int, ms: float, flops: float, report: EngineReport, steps: int
+) -> StepResult:
+    tflops = batch * flops / (ms / 1000) / 1e12
+    return StepResult(
+        width=width,
+        height=height,
+        batch=batch,
+        ms_per_step=ms,
+        images_per_s=batch / (ms / 1000 * steps),
+        tflops=tflops,
+        mfu=tflops / report.peak_tflops if report.peak_tflops else None,
+    )
+
+
+def format_step(r: StepResult) -> str:
+    if r.ms_per_step is None:
+        return f"{r.width}x{r.height} batch {r.batch:>3}: out of memory"
+    mfu = f"{r.mfu:6.1%}" if r.mfu is not None else "   n/a"
+    return (
+        f"{r.width}x{r.height} batch {r.batch:>3}: {r.ms_per_step:10.2f} ms/step "
+        f"{r.images_per_s:9.3f} img/s {r.tflops:9.3f} TFLOP/s MFU {mfu} "
+        f"scheduler {r.scheduler_us:7.1f} us ({r.scheduler_share:.2%})"
+    )
+
+
+def table(report: EngineReport) -> str:
+    lines = [
+        f"arch {report.arch}: {report.num_params:,} params, {report.dtype} on "
+        f"{report.device}; {report.steps} steps per image"
+        + (f"; {report.num_frames} frames" if get_arch(report.arch).family == "wan" else "")
+        + (f"; peak {report.peak_tflops:g} TFLOP/s" if report.peak_tflops else "; MFU n/a"),
+        "",
+        "transformer forward (random weights), one timestep per sample:",
+    ]
+    lines += [format_step(r) for r in report.transformer]
+    if report.engine:
+        lines += ["", "full engine path (omni.engine, all requests submitted at once):"]
+        lines += [run.line() for run in report.engine]
+    return "\n".join(lines)
+
+
+def plot(report: EngineReport, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (ms_axes, rate_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = sorted({(r.width, r.height) for r in report.transformer})
+    for width, height in sizes:
+        rows = [
+            r
+            for r in report.transformer
+            if (r.width, r.height) == (width, height) and r.ms_per_step is not None
+        ]
+        batches = [r.batch for r in rows]
+        ms_axes.plot(batches, [r.ms_per_step for r in rows], "o-", label=f"{width}x{height}")
+        rate_axes.plot(batches, [r.images_per_s for r in rows], "o-", label=f"{width}x{height}")
+    ms_axes.set(xlabel="batch size", ylabel="ms per denoising step", title="step time")
+    rate_axes.set(
+        xlabel="batch size", ylabel=f"images/s ({report.steps} steps)", title="throughput"
+    )
+    batches = sorted({r.batch for r in report.transformer})
+    for axes in (ms_axes, rate_axes):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(batches, [str(b) for b in batches])
+        axes.minorticks_off()
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(f"{report.arch} transformer, {report.dtype} on {report.device}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def choose_device(arch: Arch, requested: str) -> torch.device:
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    )
+    if device.type == "cpu" and arch.is_full_size:
+        raise SystemExit(
+            f"--arch {arch.name} is a full-size model (FLUX.1-dev: 12 B parameters, 48 GB in"
+            " float32): it is built only on a GPU. Use --arch tiny or tiny-video on a CPU."
+        )
+    return device
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=ARCH_NAMES, default="tiny")
+    parser.add_argument("--size", nargs="+", help="W or WxH; default per arch")
+    parser.add_argument("--frames", type=int, help="video frames (Wan); default per arch")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--steps", type=int, default=28, help="steps per image, for images/s")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--peak-tflops", type=float, help="device peak; default from its name")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, help="timed forwards per point (GPU 5, CPU 20)")
+    parser.add_argument("--torch-threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--engine-model", help="run the omni.engine path on this model too")
+    parser.add_argument("--no-engine", action="store_true", help="skip the omni.engine path")
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+
+    quiet_libraries()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    arch = get_arch(args.arch)
+    device = choose_device(arch, args.device)
+    args.repeats = args.repeats or (5 if device.type == "cuda" else 20)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    args.size = args.size or DEFAULT_SIZES.get(arch.name) or [str(tiny_side(arch))]
+    args.frames = args.frames or DEFAULT_FRAMES.get(arch.name, 9 if arch.family == "wan" else 1)
+    model = build(arch, device, dtype)
+    report = EngineReport(
+        arch=arch.name,
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        dtype=str(dtype).removeprefix("torch."),
+        num_params=count_parameters(model),
+        steps=args.steps,
+        num_frames=args.frames,
+        peak_tflops=peak_tflops(device, args.peak_tflops),
+    )
+    measure_transformer(arch, model, args, report)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    engine_model = args.engine_model or (None if args.no_engine else arch.builtin_model)
+    if engine_model and not args.no_engine:
+        width, height = parse_size(args.size[0])
+        report.engine = run_engine_path(
+            engine_model, device, args.batch_sizes, width, height, args.steps
+        )
+
+    print(table(report))
+    stem = args.output_dir / f"engine-{arch.name}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_name(stem.name + ".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    written = plot(report, stem.with_name(stem.name + ".png"))
+    print(f"wrote {stem}.json and {written}", file=sys.stderr)
+
+
+def quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+
+
+def tiny_side(arch: Arch) -> int:
+    from omni.models.base import ServingDefaults
+    from omni.models.tiny import ensure_builtin
+
+    defaults = ServingDefaults.read(ensure_builtin(arch.builtin_model))
+    return defaults.width or 64
+
+
+if __name__ == "__main__":
+    main()
