@@ -18,77 +18,23 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from diffusers import FluxTransformer2DModel
 
+from benchmarks import archs
 from omni.models.attention import DISPATCHER_NAMES, resolve_attention_backend
 
-ARCHS: dict[str, dict[str, Any]] = {
-    "flux-dev": dict(
-        patch_size=1,
-        in_channels=64,
-        num_layers=19,
-        num_single_layers=38,
-        attention_head_dim=128,
-        num_attention_heads=24,
-        joint_attention_dim=4096,
-        pooled_projection_dim=768,
-        guidance_embeds=True,
-        axes_dims_rope=(16, 56, 56),
-    ),
-    "tiny": dict(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        guidance_embeds=True,
-        axes_dims_rope=(4, 6, 6),
-    ),
-}
-TEXT_LEN = {"flux-dev": 512, "tiny": 64}
+ARCHS = ("tiny", "flux-dev")
 
 
-def build(arch: str, device: torch.device, dtype: torch.dtype) -> FluxTransformer2DModel:
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with device:
-            return FluxTransformer2DModel(**ARCHS[arch]).eval()
-    finally:
-        torch.set_default_dtype(previous)
+def build(arch: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return archs.build(archs.get_arch(arch), device, dtype)
 
 
 def inputs(arch: str, rows: int, size: int, device: torch.device, dtype: torch.dtype) -> dict:
-    config = ARCHS[arch]
-    side = size // 16
-    image_ids = torch.zeros(side, side, 3)
-    image_ids[..., 1] += torch.arange(side)[:, None]
-    image_ids[..., 2] += torch.arange(side)[None, :]
-    return dict(
-        hidden_states=torch.randn(
-            rows, side * side, config["in_channels"], device=device, dtype=dtype
-        ),
-        encoder_hidden_states=torch.randn(
-            rows, TEXT_LEN[arch], config["joint_attention_dim"], device=device, dtype=dtype
-        ),
-        pooled_projections=torch.randn(
-            rows, config["pooled_projection_dim"], device=device, dtype=dtype
-        ),
-        timestep=torch.full((rows,), 0.5, device=device, dtype=dtype),
-        guidance=torch.full((rows,), 3.5, device=device, dtype=torch.float32),
-        txt_ids=torch.zeros(TEXT_LEN[arch], 3, device=device, dtype=dtype),
-        img_ids=image_ids.reshape(-1, 3).to(device=device, dtype=dtype),
-        return_dict=False,
-    )
+    return archs.make_inputs(archs.get_arch(arch), rows, size, size, 1, device, dtype)
 
 
 def sync(device: torch.device) -> None:
@@ -109,7 +55,7 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> list[fl
     return times
 
 
-def set_backend(model: FluxTransformer2DModel, backend: str, device: torch.device) -> None:
+def set_backend(model: torch.nn.Module, backend: str, device: torch.device) -> None:
     backend = resolve_attention_backend(backend, device)
     model.set_attention_backend(DISPATCHER_NAMES[backend])
 
@@ -165,7 +111,7 @@ def devices(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
+    parser.add_argument("--arch", choices=ARCHS, default="tiny")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1, help="requests, each with CFG (2 rows)")
     parser.add_argument("--cfg-parallel", default="1,2")
