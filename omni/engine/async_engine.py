@@ -80,20 +80,42 @@ class AsyncEngine:
         return self._engine.adapter.resolve(params)
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
-        async with aclosing(self.stream(params, request_id)) as events:
-            async for event in events:
-                if isinstance(event, Finished):
-                    return event
-        raise RequestFailedError("the request ended without a result")
+        (finished,) = await self.generate_many([params], [request_id])
+        return finished
+
+    async def generate_many(
+        self, params: list[GenerationParams], request_ids: list[str | None] | None = None
+    ) -> list[Finished]:
+        """Submit together (they share their first batch); if one fails, the others are aborted."""
+        requests = self._make_requests(params, request_ids or [None] * len(params))
+        self._submit(requests)
+        tasks = [asyncio.ensure_future(self._result(r.request_id)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stream(
         self, params: GenerationParams, request_id: str | None = None
     ) -> AsyncIterator[Progress | Finished]:
         """Progress events, then one Finished; raises on failure. Closing early aborts."""
-        request = self._make_request(params, request_id)
-        events: asyncio.Queue[Event] = asyncio.Queue()
-        self._streams[request.request_id] = events
-        self._engine.submit(AddRequest(request))
+        (request,) = self._make_requests([params], [request_id])
+        self._submit([request])
+        async with aclosing(self._follow(request.request_id)) as events:
+            async for event in events:
+                yield event
+
+    async def _result(self, request_id: str) -> Finished:
+        async with aclosing(self._follow(request_id)) as events:
+            async for event in events:
+                if isinstance(event, Finished):
+                    return event
+        raise RequestFailedError("the request ended without a result")
+
+    async def _follow(self, request_id: str) -> AsyncIterator[Progress | Finished]:
+        events = self._streams[request_id]
         finished = False
         try:
             while True:
@@ -106,23 +128,34 @@ class AsyncEngine:
                 if finished:
                     return
         finally:
-            del self._streams[request.request_id]
+            del self._streams[request_id]
             if not finished:
-                self._engine.submit(Abort(request.request_id))
+                self._engine.submit(Abort(request_id))
+
+    def _submit(self, requests: list[Request]) -> None:
+        for request in requests:
+            self._streams[request.request_id] = asyncio.Queue()
+        self._engine.submit(AddRequest(tuple(requests)))
 
     def abort(self, request_id: str) -> None:
         self._engine.submit(Abort(request_id))
 
-    def _make_request(self, params: GenerationParams, request_id: str | None) -> Request:
-        params = self.resolve(params)
-        request_id = request_id or uuid.uuid4().hex
-        if request_id in self._streams:
-            raise ValueError(f"request {request_id} is already running")
+    def _make_requests(
+        self, params: list[GenerationParams], request_ids: list[str | None]
+    ) -> list[Request]:
+        """Validated requests; raises before anything is submitted."""
         limit = self.config.max_num_running + self.config.max_num_waiting
-        if len(self._streams) >= limit:
-            raise EngineOverloadedError(f"the engine already holds {limit} requests")
-        step_keys, num_rows = self._engine.adapter.plan(params)
-        return Request(request_id, params, step_keys=step_keys, num_rows=num_rows)
+        if len(self._streams) + len(params) > limit:
+            raise EngineOverloadedError(f"the engine already holds {len(self._streams)} requests")
+        requests = []
+        for one, request_id in zip(params, request_ids, strict=True):
+            resolved = self.resolve(one)
+            request_id = request_id or uuid.uuid4().hex
+            if request_id in self._streams or any(r.request_id == request_id for r in requests):
+                raise ValueError(f"request {request_id} is already running")
+            step_keys, num_rows = self._engine.adapter.plan(resolved)
+            requests.append(Request(request_id, resolved, step_keys=step_keys, num_rows=num_rows))
+        return requests
 
     async def _next_event(self, events: asyncio.Queue[Event]) -> Event:
         while True:

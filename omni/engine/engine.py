@@ -107,7 +107,8 @@ class Engine:
                 self._fail_all("the engine is shutting down", EngineNotReadyError.code)
                 return False
             if isinstance(message, AddRequest):
-                self._add(message.request)
+                for request in message.requests:
+                    self._add(request)
             else:
                 self._abort(message.request_id)
             message = self._poll()
@@ -171,7 +172,8 @@ class Engine:
         # Requests sent after death still get an answer.
         while (message := self._poll()) is not None:
             if isinstance(message, AddRequest):
-                self.publish(Failed(message.request.request_id, error, EngineNotReadyError.code))
+                for request in message.requests:
+                    self.publish(Failed(request.request_id, error, EngineNotReadyError.code))
 
     def _fail_all(self, error: str, code: str) -> None:
         for request in [*self.scheduler.waiting, *self.scheduler.running]:

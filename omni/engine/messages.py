@@ -11,7 +11,9 @@ from omni.request import GenerationParams, Request
 # Inbox: asyncio side -> actor.
 @dataclass(frozen=True, slots=True)
 class AddRequest:
-    request: Request
+    """Requests admitted together: they reach the scheduler in the same step."""
+
+    requests: tuple[Request, ...]
 
 
 @dataclass(frozen=True, slots=True)

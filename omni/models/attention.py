@@ -39,5 +39,5 @@ def apply_attention_backend(adapter: FamilyAdapter, name: str) -> str:
     if backend != "sdpa":  # SDPA is diffusers' default
         for module in adapter.denoisers():
             module.set_attention_backend(DISPATCHER_NAMES[backend])
-    logger.info("attention backend: %s", backend)
+    logger.debug("attention backend: %s", backend)
     return backend

@@ -10,6 +10,7 @@ import numpy as np
 from omni.config import EngineConfig
 from omni.engine import AsyncEngine
 from omni.request import GenerationParams
+from tests.conftest import run
 
 
 def image_params(**overrides: Any) -> GenerationParams:
@@ -53,3 +54,13 @@ async def running_engine(model: Path | str, **config: Any) -> AsyncIterator[Asyn
         yield engine
     finally:
         await engine.stop()
+
+
+def generate_all(model_dir: Path | str, params_list: list[GenerationParams], **config: Any):
+    """(Finished results, engine stats) for requests submitted together to a fresh engine."""
+
+    async def scenario():
+        async with running_engine(model_dir, **config) as engine:
+            return await engine.generate_many(params_list), engine.stats()
+
+    return run(scenario(), timeout=300)

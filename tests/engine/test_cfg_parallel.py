@@ -14,7 +14,7 @@ from omni.errors import EngineNotReadyError
 from omni.models.base import Row
 from omni.request import GenerationParams, Request
 from tests.conftest import run
-from tests.engine.helpers import assert_same_image, image_params, running_engine
+from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
 
 CFG = dict(negative_prompt="blurry, low quality", true_cfg_scale=4.0)
 
@@ -28,15 +28,6 @@ def mixed_batch() -> list[GenerationParams]:
         image_params(seed=4, guidance_scale=7.0),
         image_params(seed=5, num_inference_steps=2),
     ]
-
-
-def generate_all(model_dir, params_list, **config):
-    async def scenario():
-        async with running_engine(model_dir, **config) as engine:
-            results = await asyncio.gather(*(engine.generate(p) for p in params_list))
-            return [r.output for r in results], engine.stats()
-
-    return run(scenario(), timeout=300)
 
 
 def fake_request(name: str) -> Request:
@@ -77,6 +68,7 @@ def test_cfg_parallel_images_match_single_rank(tiny_flux_dir):
     params = mixed_batch()
     single, _ = generate_all(tiny_flux_dir, params)
     parallel, stats = generate_all(tiny_flux_dir, params, cfg_parallel_size=2)
+    single, parallel = [r.output for r in single], [r.output for r in parallel]
     assert stats.max_batch_size_seen >= 2  # CFG and non-CFG requests shared batches
     for ours, reference in zip(parallel, single, strict=True):
         assert_same_image(ours, reference)

@@ -9,7 +9,7 @@ from diffusers import FluxPipeline
 from omni.engine import Finished, Progress
 from omni.errors import EngineNotReadyError, InvalidRequestError, RequestFailedError
 from tests.conftest import run
-from tests.engine.helpers import assert_same_image, image_params, running_engine
+from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
 
 
 def diffusers_image(model_dir, params, **extra):
@@ -25,15 +25,6 @@ def diffusers_image(model_dir, params, **extra):
         max_sequence_length=pipe.tokenizer_2.model_max_length,
         **extra,
     ).images[0]
-
-
-def generate_all(model_dir, params_list, **config):
-    async def scenario():
-        async with running_engine(model_dir, **config) as engine:
-            results = await asyncio.gather(*(engine.generate(p) for p in params_list))
-            return results, engine.stats()
-
-    return run(scenario())
 
 
 @pytest.mark.parametrize(
@@ -219,3 +210,9 @@ def test_different_seed_or_guidance_is_far_outside_the_tolerance(tiny_flux_dir):
     for other in (reseeded, reguided):
         with pytest.raises(AssertionError):
             assert_same_image(other.output, base.output)
+
+
+def test_requests_submitted_together_share_their_first_batch(tiny_flux_dir):
+    results, stats = generate_all(tiny_flux_dir, [image_params(seed=i) for i in range(3)])
+    assert len(results) == 3
+    assert stats.batch_size_counts == {3: 4}  # every one of the 4 steps ran all three

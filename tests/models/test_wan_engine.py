@@ -14,7 +14,7 @@ from PIL import Image
 from omni.errors import InvalidRequestError
 from omni.request import GenerationParams
 from tests.conftest import run
-from tests.engine.helpers import assert_same_image, running_engine
+from tests.engine.helpers import assert_same_image, generate_all, running_engine
 
 
 def video_params(**overrides: Any) -> GenerationParams:
@@ -54,15 +54,6 @@ def diffusers_video(model_dir, params: GenerationParams) -> np.ndarray:
         **extra,
     ).frames[0]
     return (frames * 255).round().astype(np.uint8)
-
-
-def generate_all(model_dir, params_list, **config):
-    async def scenario():
-        async with running_engine(model_dir, **config) as engine:
-            results = await asyncio.gather(*(engine.generate(p) for p in params_list))
-            return results, engine.stats()
-
-    return run(scenario())
 
 
 def assert_same_video(actual: np.ndarray, expected: np.ndarray) -> None:

@@ -1,0 +1,47 @@
+"""The aiohttp application: routes, middlewares and the engine's lifetime, in one place."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from omni.engine import AsyncEngine
+from omni.http import images, info, videos
+from omni.http.auth import api_key_middleware
+from omni.http.config import ServerConfig
+from omni.http.errors import error_middleware
+from omni.http.request_ids import add_request_id
+from omni.http.state import ENGINE, SERVER_CONFIG, STARTED_AT
+
+
+def build_app(config: ServerConfig) -> web.Application:
+    """The app; its engine starts loading in the background when the app starts up."""
+    middlewares = [error_middleware]
+    if config.api_key is not None:
+        middlewares.append(api_key_middleware(config.api_key))
+    # aiohttp refuses a body of exactly client_max_size bytes; max_body_bytes is allowed.
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
+    app[SERVER_CONFIG] = config
+    app[ENGINE] = AsyncEngine(config.engine)
+    app[STARTED_AT] = int(time.time())
+    app.cleanup_ctx.append(run_engine)
+    app.on_response_prepare.append(add_request_id)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", info.health)
+    app.router.add_get("/v1/models", info.list_models)
+    app.router.add_get("/v1/stats", info.engine_stats)
+    app.router.add_post("/v1/images/generations", images.create_images)
+    videos.add_video_routes(app)
+
+
+async def run_engine(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    await engine.start()  # returns at once; the model loads on the engine's own thread
+    yield
+    await engine.stop()

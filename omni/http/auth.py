@@ -1,0 +1,38 @@
+"""Bearer API keys: with a key configured, every route but /health asks for it."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from omni.http.errors import ApiError
+
+OPEN_PATHS = frozenset({"/health"})
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def api_key_middleware(api_key: str) -> Any:
+    expected = api_key.encode()
+
+    @web.middleware
+    async def check_api_key(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            check_bearer(request.headers.get("Authorization"), expected)
+        return await handler(request)
+
+    return check_api_key
+
+
+def check_bearer(authorization: str | None, expected: bytes) -> None:
+    if not authorization:
+        raise ApiError(
+            401,
+            "an API key is required: send the header 'Authorization: Bearer <key>'",
+            code="missing_api_key",
+            headers=CHALLENGE,
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise ApiError(401, "the API key is not valid", code="invalid_api_key", headers=CHALLENGE)

@@ -1,0 +1,30 @@
+"""Server configuration: the engine's config plus what only the HTTP side needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omni.config import EngineConfig
+
+DEFAULT_STORAGE_PATH = Path.home() / ".cache" / "omni" / "storage"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # room for an image-to-video reference upload
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0 picks a free port
+    api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <api_key>"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    storage_path: Path = DEFAULT_STORAGE_PATH  # video jobs and their files
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key must not be empty")

@@ -1,0 +1,179 @@
+"""The error body every failure gets, and the middleware that turns exceptions into it.
+
+A body carries OpenAI's envelope and the seed API's `detail` side by side, so clients written
+against either read it: `{"error": {"message", "type", "param", "code"}, "detail": ...}`, where
+`detail` is the message, or for 422 a list of `{"loc", "msg", "type"}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from omni.errors import (
+    EngineNotReadyError,
+    EngineOverloadedError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    OmniError,
+    RequestAbortedError,
+    RequestFailedError,
+)
+from omni.http.state import SERVER_CONFIG
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+ERROR_TYPES = {
+    401: "authentication_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
+MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+PATH_PART = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>\d+)\]")
+
+
+class ValidationIssue(msgspec.Struct):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorInfo(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorInfo
+    detail: str | list[ValidationIssue]
+
+
+class ApiError(Exception):
+    """An error with its HTTP status; the middleware renders it as an ErrorBody."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        issues: list[ValidationIssue] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.issues = issues
+        self.headers = headers or {}
+
+    @property
+    def body(self) -> ErrorBody:
+        error_type = ERROR_TYPES.get(self.status, "invalid_request_error")
+        info = ErrorInfo(self.message, error_type, self.param, self.code)
+        return ErrorBody(info, self.issues if self.issues is not None else self.message)
+
+    def response(self) -> web.Response:
+        return web.Response(
+            body=msgspec.json.encode(self.body),
+            status=self.status,
+            headers=self.headers,
+            content_type="application/json",
+        )
+
+
+def validation_error(exc: msgspec.ValidationError) -> ApiError:
+    """422 from msgspec's message, e.g. "Expected `int` <= 10 - at `$.n`"."""
+    text = str(exc)
+    loc: list[str | int] = ["body"]
+    at = AT_PATH.search(text)
+    if at:
+        text = text[: at.start()]
+        for part in PATH_PART.finditer(at["path"]):
+            loc.append(part["key"] if part["key"] is not None else int(part["index"]))
+    missing = MISSING_FIELD.match(text)
+    if missing:
+        loc.append(missing["field"])
+        issue = ValidationIssue(loc, "field required", "value_error.missing")
+    elif text.startswith("Expected `") and ", got `" in text:
+        issue = ValidationIssue(loc, text, "type_error")
+    else:
+        issue = ValidationIssue(loc, text, "value_error")
+    where = ".".join(str(part) for part in loc[1:]) or "body"
+    param = str(loc[1]) if len(loc) > 1 else None
+    return ApiError(
+        422, f"{where}: {issue.msg}", code="validation_error", param=param, issues=[issue]
+    )
+
+
+def invalid_json(exc: msgspec.DecodeError) -> ApiError:
+    return ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"the request body is larger than the limit of {limit} bytes", code="body_too_large"
+    )
+
+
+def from_omni_error(exc: OmniError) -> ApiError:
+    message = str(exc)
+    if isinstance(exc, InvalidRequestError):
+        return ApiError(400, message, code=exc.code, param=exc.param)
+    if isinstance(exc, ModelNotFoundError):
+        return ApiError(404, message, code=exc.code)
+    if isinstance(exc, EngineOverloadedError):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return ApiError(503, f"the server is busy: {message}", code=exc.code, headers=headers)
+    if isinstance(exc, EngineNotReadyError):
+        return ApiError(503, message, code=exc.code)
+    if isinstance(exc, RequestFailedError | RequestAbortedError):
+        return ApiError(500, f"generation failed: {message}", code=exc.code)
+    return ApiError(500, message, code=exc.code)
+
+
+def from_http_exception(request: web.Request, exc: web.HTTPException) -> ApiError:
+    headers: dict[str, str] = {}
+    if isinstance(exc, web.HTTPNotFound):
+        message, code = f"no route for {request.method} {request.path}", "not_found"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        message, code = f"{request.method} is not allowed on {request.path}", "method_not_allowed"
+        headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return too_large(request.app[SERVER_CONFIG].max_body_bytes)
+    else:
+        message, code = exc.text or exc.reason, None
+    return ApiError(exc.status, message, code=code, headers=headers)
+
+
+def to_api_error(request: web.Request, exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, OmniError):
+        return from_omni_error(exc)
+    if isinstance(exc, web.HTTPException):
+        return from_http_exception(request, exc)
+    logger.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return ApiError(500, f"internal server error ({type(exc).__name__})", code="internal_error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are answers, not errors
+            raise
+        return to_api_error(request, exc).response()
+    except Exception as exc:
+        return to_api_error(request, exc).response()

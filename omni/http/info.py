@@ -1,0 +1,33 @@
+"""What the server is: GET /health, GET /v1/models and GET /v1/stats."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from omni.engine.engine import EngineState
+from omni.errors import EngineNotReadyError
+from omni.http.schemas import Health, ModelCard, ModelList, json_response
+from omni.http.state import ENGINE, STARTED_AT
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 while the engine lives; 503 (the error body) while it loads or once it has died."""
+    engine = request.app[ENGINE]
+    if engine.state == EngineState.LOADING:
+        raise EngineNotReadyError(f"{engine.config.model} is still loading")
+    if engine.state == EngineState.DEAD:
+        raise EngineNotReadyError(engine.error or "the engine died")
+    return json_response(Health(status="ok", model=engine.config.name))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    name = request.app[ENGINE].config.name
+    return json_response(ModelList([ModelCard(id=name, created=request.app[STARTED_AT])]))
+
+
+async def engine_stats(request: web.Request) -> web.Response:
+    """The engine's counters, e.g. `batch_size_counts` shows how requests shared forwards."""
+    engine = request.app[ENGINE]
+    stats = msgspec.to_builtins(engine.stats())
+    return json_response({"state": engine.state.value, **stats})

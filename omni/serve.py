@@ -1,0 +1,136 @@
+"""`python -m omni.serve`: the OpenAI-compatible server. Each flag sets one config field."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
+from omni.http.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, ServerConfig
+
+API_KEY_ENV = "OMNI_API_KEY"
+STORAGE_PATH_ENVS = ("OMNI_STORAGE_PATH", "VLLM_OMNI_STORAGE_PATH")  # the seed docs' name too
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m omni.serve",
+        description="Serve a diffusion model behind an OpenAI-compatible HTTP API.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model and engine")
+    model.add_argument(
+        "--model",
+        default="omni-tiny",
+        help="a built-in model (omni-tiny, omni-tiny-video), a local diffusers directory, "
+        "or a hub id already in the local Hugging Face cache",
+    )
+    model.add_argument(
+        "--served-model-name", default=None, help="the name clients use (default: --model)"
+    )
+    model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    model.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    model.add_argument(
+        "--max-batch-size", type=int, default=8, help="rows in one forward (real CFG takes two)"
+    )
+    model.add_argument(
+        "--max-num-running", type=int, default=64, help="requests holding latents at once"
+    )
+    model.add_argument(
+        "--max-num-waiting",
+        type=int,
+        default=256,
+        help="queued requests; beyond this, requests get 503 with Retry-After",
+    )
+    model.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
+    model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
+
+    server = parser.add_argument_group("HTTP server")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    server.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer <key>' on /v1/* (env {API_KEY_ENV})",
+    )
+    server.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    server.add_argument(
+        "--storage-path",
+        type=Path,
+        default=default_storage_path(),
+        help=f"where video jobs are kept (env {' or '.join(STORAGE_PATH_ENVS)})",
+    )
+    server.add_argument("--access-log", action="store_true", help="log one line per request")
+    return parser
+
+
+def default_storage_path() -> Path:
+    for name in STORAGE_PATH_ENVS:
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    return DEFAULT_STORAGE_PATH
+
+
+def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        engine = EngineConfig(
+            model=args.model,
+            served_model_name=args.served_model_name,
+            device=args.device,
+            dtype=args.dtype,
+            max_batch_size=args.max_batch_size,
+            max_num_running=args.max_num_running,
+            max_num_waiting=args.max_num_waiting,
+            cfg_parallel_size=args.cfg_parallel_size,
+            attention_backend=args.attention_backend,
+        )
+        return ServerConfig(
+            engine=engine,
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            max_body_bytes=args.max_body_bytes,
+            storage_path=args.storage_path.expanduser(),
+            access_log=args.access_log,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def quiet_libraries() -> None:
+    """Keep the console to omni's own lines: no loading bars or library chatter."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_config(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    quiet_libraries()
+    from omni.http.server import serve
+
+    try:
+        import uvloop
+    except ImportError:  # not built for Windows
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

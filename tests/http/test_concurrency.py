@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from PIL import Image
+
+from tests.http.servers import open_request, stats, wait_until
+from tests.http.test_errors import IMAGES
+
+NUM_CLIENTS = 16
+MANY_STEPS = 200
+
+
+def batch_sizes_since(before: dict, after: dict) -> Counter[int]:
+    counts = Counter({int(k): v for k, v in after["batch_size_counts"].items()})
+    counts.subtract({int(k): v for k, v in before["batch_size_counts"].items()})
+    return +counts
+
+
+def test_sixteen_concurrent_clients_all_get_images_from_shared_batches(url: str) -> None:
+    before = stats(url)
+
+    def one_client(seed: int) -> requests.Response:
+        body = {"prompt": f"a tiny robot number {seed}", "seed": seed, "num_inference_steps": 4}
+        return requests.post(f"{url}{IMAGES}", json=body, timeout=120)
+
+    with ThreadPoolExecutor(NUM_CLIENTS) as pool:
+        responses = list(pool.map(one_client, range(NUM_CLIENTS)))
+
+    after = stats(url)
+    assert [r.status_code for r in responses] == [200] * NUM_CLIENTS
+    for response in responses:
+        png = base64.b64decode(response.json()["data"][0]["b64_json"])
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert after["num_finished"] - before["num_finished"] == NUM_CLIENTS
+    sizes = batch_sizes_since(before, after)
+    assert max(sizes) > 1, f"no forward served more than one request: {dict(sizes)}"
+
+
+def test_a_client_that_disconnects_frees_its_engine_slot(url: str) -> None:
+    before = stats(url)
+    body = json.dumps({"prompt": "a very slow painting", "num_inference_steps": MANY_STEPS})
+
+    sock = open_request(url, IMAGES, body.encode())
+    try:
+        wait_until(lambda: stats(url)["num_running"] == 1, 30, "the request to start denoising")
+    finally:
+        sock.close()
+    wait_until(
+        lambda: (s := stats(url))["num_aborted"] > before["num_aborted"] and s["num_running"] == 0,
+        30,
+        "the engine to drop the request",
+    )
+
+    after = stats(url)
+    assert after["num_aborted"] == before["num_aborted"] + 1
+    assert after["num_finished"] == before["num_finished"]
+    assert after["num_steps_run"] - before["num_steps_run"] < MANY_STEPS

@@ -1,0 +1,162 @@
+"""API keys, and the answers while the engine loads, after it died, when full, when a run fails.
+
+Each test runs its own server in a thread, with the config the situation needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+import requests
+from openai import OpenAI
+from PIL import Image
+
+import omni.engine.engine
+from omni.config import EngineConfig
+from omni.http import ServerConfig
+from omni.models.flux import FluxAdapter
+from omni.request import GenerationParams
+from tests.http.servers import open_request, server_thread, stats, wait_until
+from tests.http.test_errors import IMAGES, assert_error_body, assert_still_serving
+
+
+def config(model: Path, **server: Any) -> ServerConfig:
+    engine = server.pop("engine", {})
+    return ServerConfig(engine=EngineConfig(model=str(model), **engine), port=0, **server)
+
+
+def post_image(url: str, headers: dict[str, str] | None = None, **body: Any) -> requests.Response:
+    body = {"prompt": "a cat", "num_inference_steps": 1, **body}
+    return requests.post(f"{url}{IMAGES}", json=body, headers=headers, timeout=60)
+
+
+def test_an_api_key_guards_every_v1_route_but_not_health(tiny_flux_dir: Path) -> None:
+    key = "sk-test-key"
+    with server_thread(config(tiny_flux_dir, api_key=key)) as server:
+        missing = post_image(server.url)
+        wrong = post_image(server.url, headers={"Authorization": "Bearer sk-wrong"})
+        models_missing = requests.get(f"{server.url}/v1/models", timeout=10)
+        health = requests.get(f"{server.url}/health", timeout=10)
+        right = post_image(server.url, headers={"Authorization": f"Bearer {key}"})
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{server.url}/v1", api_key="sk-wrong", max_retries=0).models.list()
+        sdk = OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+        listed = [m.id for m in sdk.models.list()]
+
+    assert assert_error_body(missing, 401)["error"]["code"] == "missing_api_key"
+    assert assert_error_body(wrong, 401)["error"]["code"] == "invalid_api_key"
+    assert_error_body(models_missing, 401)
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert health.status_code == 200
+    assert right.status_code == 200
+    assert listed == [str(tiny_flux_dir)]
+
+
+def test_while_the_model_loads_health_and_images_are_503_then_200(
+    tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_load_model = omni.engine.engine.load_model
+
+    def load_when_released(*args: Any) -> Any:
+        release.wait(60)
+        return real_load_model(*args)
+
+    monkeypatch.setattr(omni.engine.engine, "load_model", load_when_released)
+    with server_thread(config(tiny_flux_dir), wait_healthy=False) as server:
+        health = requests.get(f"{server.url}/health", timeout=10)
+        image = post_image(server.url)
+        models = requests.get(f"{server.url}/v1/models", timeout=10)
+        release.set()
+        wait_until(lambda: requests.get(f"{server.url}/health").ok, 60, "the model to load")
+        after = post_image(server.url)
+
+    assert "loading" in assert_error_body(health, 503)["error"]["message"]
+    assert "loading" in assert_error_body(image, 503)["error"]["message"]
+    assert models.status_code == 200
+    assert after.status_code == 200
+
+
+def test_a_model_that_fails_to_load_leaves_a_server_that_says_why(tmp_path: Path) -> None:
+    not_a_pipeline = tmp_path / "not-a-pipeline"
+    not_a_pipeline.mkdir()
+    with server_thread(config(not_a_pipeline), wait_healthy=False) as server:
+        wait_until(lambda: server.server.engine.state.value == "dead", 60, "the load to fail")
+        health = requests.get(f"{server.url}/health", timeout=10)
+        image = post_image(server.url)
+        models = requests.get(f"{server.url}/v1/models", timeout=10)
+
+    assert "model_index.json" in assert_error_body(health, 503)["error"]["message"]
+    assert "model_index.json" in assert_error_body(image, 503)["error"]["message"]
+    assert models.status_code == 200
+
+
+def test_a_full_engine_answers_503_with_retry_after(tiny_flux_dir: Path) -> None:
+    limits = {"max_num_running": 1, "max_num_waiting": 1}
+    with server_thread(config(tiny_flux_dir, engine=limits)) as server:
+        long_request = json.dumps({"prompt": "a slow cat", "num_inference_steps": 200}).encode()
+        held = [open_request(server.url, IMAGES, long_request)]
+        try:
+            wait_until(lambda: stats(server.url)["num_running"] == 1, 30, "a running request")
+            held.append(open_request(server.url, IMAGES, long_request))
+            wait_until(lambda: stats(server.url)["num_waiting"] == 1, 30, "a waiting request")
+            full = post_image(server.url)
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(
+            lambda: (s := stats(server.url))["num_running"] + s["num_waiting"] == 0,
+            30,
+            "the engine to drop both disconnected requests",
+        )
+        counters = stats(server.url)
+        assert_still_serving(server.url)
+
+    assert assert_error_body(full, 503)["error"]["code"] == "engine_overloaded"
+    assert int(full.headers["Retry-After"]) >= 1
+    assert (counters["num_aborted"], counters["num_finished"]) == (2, 0), counters
+
+
+def test_a_failed_generation_is_a_500_with_a_clear_message(
+    tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_decode(self: FluxAdapter, requests: list[Any]) -> list[Any]:
+        raise RuntimeError("the VAE decoder broke")
+
+    with server_thread(config(tiny_flux_dir)) as server:
+        with monkeypatch.context() as patch:
+            patch.setattr(FluxAdapter, "decode", broken_decode)
+            failed = post_image(server.url, n=2)
+        assert_still_serving(server.url)
+        counters = stats(server.url)
+
+    error = assert_error_body(failed, 500)["error"]
+    assert error["code"] == "generation_failed"
+    assert "the VAE decoder broke" in error["message"]
+    # The failed image fails; its sibling fails in the same batch or is aborted.
+    assert counters["num_failed"] >= 1
+    assert counters["num_failed"] + counters["num_aborted"] == 2
+
+
+def test_a_video_model_answers_images_with_the_first_frame_of_a_one_frame_video(
+    tiny_wan_dir: Path,
+) -> None:
+    with server_thread(config(tiny_wan_dir)) as server:
+        response = post_image(server.url, size="32x32", seed=5, num_inference_steps=2)
+        one_frame = GenerationParams(
+            prompt="a cat", width=32, height=32, seed=5, num_inference_steps=2, num_frames=1
+        )
+        video = server.call(server.server.engine.generate(one_frame)).output
+
+    assert response.status_code == 200, response.text
+    image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
+    assert video.shape[0] == 1
+    assert np.array_equal(np.asarray(image.convert("RGB")), video[0])
