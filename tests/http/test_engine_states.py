@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,12 +27,13 @@ from omni.config import EngineConfig
 from omni.http import ServerConfig
 from omni.models.flux import FluxAdapter
 from omni.request import GenerationParams
-from tests.http.servers import open_request, server_thread, stats, wait_until
+from tests.http.servers import is_healthy, open_request, server_thread, stats, wait_until
 from tests.http.test_errors import IMAGES, assert_error_body, assert_still_serving
 
 
 def config(model: Path, **server: Any) -> ServerConfig:
     engine = server.pop("engine", {})
+    server.setdefault("storage_path", Path(tempfile.mkdtemp(prefix="omni-test-storage-")))
     return ServerConfig(engine=EngineConfig(model=str(model), **engine), port=0, **server)
 
 
@@ -160,3 +164,14 @@ def test_a_video_model_answers_images_with_the_first_frame_of_a_one_frame_video(
     image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
     assert video.shape[0] == 1
     assert np.array_equal(np.asarray(image.convert("RGB")), video[0])
+
+
+def test_a_killed_cfg_parallel_worker_turns_health_to_503_within_seconds(tiny_flux_dir: Path):
+    with server_thread(config(tiny_flux_dir, engine={"cfg_parallel_size": 2})) as server:
+        assert post_image(server.url, seed=1).status_code == 200
+        worker = server.server.engine._engine.runner.worker
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_until(lambda: not is_healthy(server.url), 10, "/health to turn 503")
+        health = requests.get(f"{server.url}/health", timeout=5)
+        assert health.status_code == 503 and "rank 1" in health.json()["error"]["message"]
+        assert_error_body(post_image(server.url), 503)
