@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks import archs
+from benchmarks.engine import time_ms
 from omni.models.attention import DISPATCHER_NAMES, resolve_attention_backend
 
 ARCHS = ("tiny", "flux-dev")
@@ -37,36 +36,18 @@ def inputs(arch: str, rows: int, size: int, device: torch.device, dtype: torch.d
     return archs.make_inputs(archs.get_arch(arch), rows, size, size, 1, device, dtype)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_steps(step, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        step()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
 def set_backend(model: torch.nn.Module, backend: str, device: torch.device) -> None:
     backend = resolve_attention_backend(backend, device)
     model.set_attention_backend(DISPATCHER_NAMES[backend])
 
 
-def single(args: argparse.Namespace, backend: str) -> list[float]:
+def single(args: argparse.Namespace, backend: str) -> float:
     device, dtype = devices(args)
     model = build(args.arch, device, dtype)
     set_backend(model, backend, device)
     batch = inputs(args.arch, 2 * args.batch, args.size, device, dtype)
     with torch.inference_mode():
-        return time_steps(lambda: model(**batch), device, args.warmup, args.repeats)
+        return time_ms(lambda: model(**batch), device, args.warmup, args.repeats)
 
 
 def parallel_rank(rank: int, args: argparse.Namespace, backend: str, init: str, out: str) -> None:
@@ -88,15 +69,15 @@ def parallel_rank(rank: int, args: argparse.Namespace, backend: str, init: str, 
         dist.all_gather(pieces, local)
 
     with torch.inference_mode():
-        times = time_steps(step, device, args.warmup, args.repeats)
+        median = time_ms(step, device, args.warmup, args.repeats)
     if rank == 0:
-        Path(out).write_text(json.dumps(times))
+        Path(out).write_text(json.dumps(median))
     dist.destroy_process_group()
 
 
-def parallel(args: argparse.Namespace, backend: str) -> list[float]:
+def parallel(args: argparse.Namespace, backend: str) -> float:
     with tempfile.TemporaryDirectory() as workdir:
-        out = str(Path(workdir) / "times.json")
+        out = str(Path(workdir) / "median.json")
         init = f"file://{Path(workdir) / 'rendezvous'}"
         mp.spawn(parallel_rank, args=(args, backend, init, out), nprocs=2, join=True)
         return json.loads(Path(out).read_text())
@@ -131,11 +112,10 @@ def main() -> None:
             print(f"{backend:9s} unavailable: {exc}")
             continue
         for size in (int(s) for s in args.cfg_parallel.split(",")):
-            times = single(args, backend) if size == 1 else parallel(args, backend)
-            median = statistics.median(times)
+            median = single(args, backend) if size == 1 else parallel(args, backend)
             results.append({"backend": backend, "cfg_parallel": size, "median_ms": median})
             print(
-                f"{backend:9s} cfg-parallel {size}: {median:9.2f} ms/step (median of {len(times)})"
+                f"{backend:9s} cfg-parallel {size}: {median:9.2f} ms/step, median of {args.repeats}"
             )
     if args.json:
         args.json.write_text(

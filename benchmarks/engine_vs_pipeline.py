@@ -100,7 +100,8 @@ def main() -> None:
 
     engine_rate = args.requests / min(engine_times)
     pipeline_rate = args.requests / min(pipeline_times)
-    print(f"device: {device}, dtype: {config.torch_dtype}, torch threads: {torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"device: {device}, dtype: {config.torch_dtype}, torch threads: {threads}")
     print(
         f"workload: {args.requests} requests x {args.steps} steps at {args.size}x{args.size}, "
         f"best of {args.repeats}"
