@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from diffusers import FluxPipeline
 
 from omni.config import EngineConfig
 from omni.engine import AsyncEngine
@@ -64,3 +66,22 @@ def generate_all(model_dir: Path | str, params_list: list[GenerationParams], **c
             return await engine.generate_many(params_list), engine.stats()
 
     return run(scenario(), timeout=300)
+
+
+def diffusers_image(model_dir: Path | str, params: GenerationParams) -> Any:
+    """The same request through diffusers' own FluxPipeline.__call__, for comparison."""
+    pipe = FluxPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = {}
+    if params.negative_prompt is not None:
+        cfg = {"negative_prompt": params.negative_prompt, "true_cfg_scale": params.true_cfg_scale}
+    return pipe(
+        prompt=params.prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+        max_sequence_length=pipe.tokenizer_2.model_max_length,
+        **cfg,
+    ).images[0]

@@ -14,7 +14,13 @@ from omni.errors import EngineNotReadyError
 from omni.models.base import Row
 from omni.request import GenerationParams, Request
 from tests.conftest import run
-from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
+from tests.engine.helpers import (
+    assert_same_image,
+    diffusers_image,
+    generate_all,
+    image_params,
+    running_engine,
+)
 
 CFG = dict(negative_prompt="blurry, low quality", true_cfg_scale=4.0)
 
@@ -72,6 +78,9 @@ def test_cfg_parallel_images_match_single_rank(tiny_flux_dir):
     assert stats.max_batch_size_seen >= 2  # CFG and non-CFG requests shared batches
     for ours, reference in zip(parallel, single, strict=True):
         assert_same_image(ours, reference)
+    # And both are right: a CFG and a plain request of the mixed batch against diffusers.
+    for index in (0, 1):
+        assert_same_image(single[index], diffusers_image(tiny_flux_dir, params[index]))
 
 
 def test_killed_worker_makes_engine_dead_and_fails_requests_clearly(tiny_flux_dir):

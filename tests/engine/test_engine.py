@@ -3,28 +3,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import torch
-from diffusers import FluxPipeline
 
 from omni.engine import Finished, Progress
 from omni.errors import EngineNotReadyError, InvalidRequestError, RequestFailedError
 from tests.conftest import run
-from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
-
-
-def diffusers_image(model_dir, params, **extra):
-    pipe = FluxPipeline.from_pretrained(model_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
-        prompt=params.prompt,
-        height=params.height,
-        width=params.width,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(params.seed),
-        max_sequence_length=pipe.tokenizer_2.model_max_length,
-        **extra,
-    ).images[0]
+from tests.engine.helpers import (
+    assert_same_image,
+    diffusers_image,
+    generate_all,
+    image_params,
+    running_engine,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,10 +27,7 @@ def diffusers_image(model_dir, params, **extra):
 )
 def test_image_is_the_same_as_diffusers_pipeline(tiny_flux_dir, overrides):
     params = image_params(**overrides)
-    extra = {}
-    if params.negative_prompt:
-        extra = {"negative_prompt": params.negative_prompt, "true_cfg_scale": params.true_cfg_scale}
-    expected = diffusers_image(tiny_flux_dir, params, **extra)
+    expected = diffusers_image(tiny_flux_dir, params)
     (result,), _ = generate_all(tiny_flux_dir, [params])
     assert result.output.size == expected.size
     assert_same_image(result.output, expected)
