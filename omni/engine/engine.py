@@ -63,7 +63,8 @@ class Engine:
         try:
             self.adapter = load_model(self.config)
             self.runner = self._make_runner(self.adapter)
-            self.state = EngineState.READY
+            if self.state == EngineState.LOADING:  # a worker may already have died
+                self.state = EngineState.READY
         except Exception as exc:
             logger.exception("loading %s failed", self.config.model)
             self._die(f"loading {self.config.model} failed: {exc}")
@@ -74,6 +75,7 @@ class Engine:
             while self._drain_inbox(block=not self.scheduler.has_work):
                 if self.scheduler.has_work:
                     self.step()
+            self._die("the engine has been stopped")
         except BaseException as exc:
             logger.exception("engine loop died")
             self._die(self.error or f"the engine stopped: {type(exc).__name__}: {exc}")
@@ -125,6 +127,7 @@ class Engine:
         try:
             self.scheduler.add(request)
         except EngineOverloadedError as exc:
+            self.stats.num_failed += 1
             self.publish(Failed(request.request_id, str(exc), exc.code))
 
     def _abort(self, request_id: str) -> None:
@@ -177,6 +180,7 @@ class Engine:
 
     def _fail_all(self, error: str, code: str) -> None:
         for request in [*self.scheduler.waiting, *self.scheduler.running]:
+            self.stats.num_failed += 1
             self.publish(Failed(request.request_id, error, code))
         self.scheduler.waiting.clear()
         self.scheduler.running.clear()

@@ -264,7 +264,10 @@ class CfgParallelRunner(Runner):
 
 def worker_main(config: EngineConfig, init_file: Path) -> None:
     """Rank 1: load the same model, then run whatever rank 0 broadcasts until told to stop."""
+    from omni.serve import quiet_libraries
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank1 %(levelname)s %(message)s")
+    quiet_libraries()
     adapter = load_model(config)
     group = RankGroup(1, init_file, adapter.device)
     step = ParallelStep(adapter, group)

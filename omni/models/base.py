@@ -19,6 +19,7 @@ from omni.request import GenerationParams, Request
 SERVING_DEFAULTS_FILE = "omni.json"
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
+MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time on the engine thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,14 @@ class FamilyAdapter(ABC):
         info = self.info
         if not params.prompt or not params.prompt.strip():
             raise InvalidRequestError("prompt must not be empty", param="prompt")
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(params, name)
+            if text is not None and len(text) > MAX_PROMPT_CHARS:
+                raise InvalidRequestError(
+                    f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are taken "
+                    "(text encoders read only the first few hundred tokens anyway)",
+                    param=name,
+                )
         steps = params.num_inference_steps
         if steps is not None and not 1 <= steps <= MAX_STEPS:
             raise InvalidRequestError(

@@ -114,7 +114,7 @@ class Scheduler:
         rows = 0
         for request in members:
             if batch and rows + request.num_rows > self.config.max_batch_size:
-                break
+                continue  # a one-row request further on may still fit
             batch.append(request)
             rows += request.num_rows
         return batch

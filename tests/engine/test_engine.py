@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from omni.engine import Finished, Progress
+from omni.engine import EngineState, Finished, Progress
 from omni.errors import EngineNotReadyError, InvalidRequestError, RequestFailedError
 from tests.conftest import run
 from tests.engine.helpers import (
@@ -202,3 +202,25 @@ def test_requests_submitted_together_share_their_first_batch(tiny_flux_dir):
     results, stats = generate_all(tiny_flux_dir, [image_params(seed=i) for i in range(3)])
     assert len(results) == 3
     assert stats.batch_size_counts == {3: 4}  # every one of the 4 steps ran all three
+
+
+def test_a_stopped_engine_answers_instead_of_hanging(tiny_flux_dir):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            await engine.generate(image_params())
+        with pytest.raises(EngineNotReadyError, match="stopped"):
+            await engine.generate(image_params())
+        return engine.state
+
+    assert run(scenario(), timeout=30) == EngineState.DEAD
+
+
+def test_an_overlong_prompt_is_refused_before_the_engine_tokenizes_it(tiny_flux_dir):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            with pytest.raises(InvalidRequestError, match="at most 32000"):
+                engine.resolve(image_params(prompt="word " * 10_000))
+            with pytest.raises(InvalidRequestError, match="negative_prompt"):
+                engine.resolve(image_params(negative_prompt="x" * 40_000))
+
+    run(scenario())

@@ -208,3 +208,13 @@ def test_queue_time_ends_when_the_first_step_starts():
     scheduler.update(output, RunnerOutput())
     run_until_idle(scheduler)
     assert second.first_step_time >= first.finish_time
+
+
+def test_a_two_row_request_that_does_not_fit_leaves_room_for_one_row_ones():
+    scheduler = Scheduler(SchedulerConfig(max_batch_size=4))
+    first, guided, plain = make_request(rows=3), make_request(rows=2), make_request(rows=1)
+    for request in (first, guided, plain):
+        scheduler.add(request)
+    output, _ = run_step(scheduler)
+    assert output.denoise == [first, plain]
+    assert run_step(scheduler)[0].denoise[0] is guided  # it waited longest: first next time
