@@ -21,6 +21,10 @@ MP4_CONTENT_TYPE = "video/mp4"
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 IMAGE_URL_KEYS = ("image_url", "url", "b64_json", "data")
+# Larger than any side a model here generates at, squared: the size is known from the header,
+# so a bigger image is refused before its pixels are decoded (a small file can hold many).
+MAX_REFERENCE_SIDE = 4096
+MAX_REFERENCE_PIXELS = MAX_REFERENCE_SIDE * MAX_REFERENCE_SIDE
 
 
 class InvalidImageError(InvalidRequestError):
@@ -72,9 +76,17 @@ def read_image(data: bytes, param: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image_format = image.format
-        image.load()
+        width, height = image.size
+        if width * height <= MAX_REFERENCE_PIXELS:
+            image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
         raise InvalidImageError(f"{param} could not be read as an image", param) from None
+    if width * height > MAX_REFERENCE_PIXELS:
+        raise InvalidImageError(
+            f"{param} is {width}x{height}: images of at most {MAX_REFERENCE_PIXELS} pixels "
+            f"({MAX_REFERENCE_SIDE}x{MAX_REFERENCE_SIDE}) are accepted",
+            param,
+        )
     if image_format not in IMAGE_FORMATS:
         raise InvalidImageError(
             f"{param} must be a PNG, JPEG or WebP image, got {image_format}", param
@@ -107,6 +119,8 @@ def reference_bytes(value: str | dict[str, Any], param: str, nested: bool = Fals
             decoded = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidImageError(f"{param} is not valid JSON: {exc}", param) from None
+        except RecursionError:
+            raise InvalidImageError(f"{param} nests too deeply to be read", param) from None
         if not isinstance(decoded, str | dict):
             raise InvalidImageError(f"{param} must be a string or an object", param)
         return reference_bytes(decoded, param, nested=True)

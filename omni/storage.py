@@ -12,6 +12,7 @@ work whose client may have gone; a failed record tells a client plainly to submi
 from __future__ import annotations
 
 import enum
+import fcntl
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ from typing import Any
 from omni.errors import InvalidRequestError
 
 DATABASE_FILE = "videos.sqlite3"
+LOCK_FILE = "server.lock"
 JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
 TEMP_MARKER = ".tmp-"
 MAX_LIST_LIMIT = 100
@@ -116,26 +118,41 @@ def _row_to_job(row: tuple[Any, ...]) -> VideoJob:
     return VideoJob(**{**values, "status": JobStatus(values["status"])})
 
 
+class StorageInUseError(RuntimeError):
+    """Another open store (another server) holds the storage directory."""
+
+
 class VideoStore:
-    """Job records and their MP4s. Ids that do not match JOB_ID_PATTERN never reach a path."""
+    """Job records and their MP4s. Ids that do not match JOB_ID_PATTERN never reach a path.
+
+    One store owns a directory at a time: opening one that another store holds raises
+    StorageInUseError, because recovery would fail that store's live jobs and sweep its files.
+    """
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory).expanduser().resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.directory / DATABASE_FILE, check_same_thread=False, isolation_level=None
-        )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL loses at most the last commits on power loss, never consistency.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
-        self._recover()
+        self._owner = hold_directory(self.directory)
+        try:
+            self._lock = threading.Lock()
+            self._db = sqlite3.connect(
+                self.directory / DATABASE_FILE, check_same_thread=False, isolation_level=None
+            )
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL loses at most the last commits on power loss, never
+                # consistency.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(SCHEMA)
+            self._recover()
+        except BaseException:
+            os.close(self._owner)
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        os.close(self._owner)  # closing the descriptor releases the flock
 
     # Records ---------------------------------------------------------------------------------
 
@@ -297,6 +314,31 @@ class VideoStore:
             stem = path.name.removesuffix(".mp4")
             if TEMP_MARKER in path.name or (is_job_id(stem) and stem not in completed):
                 path.unlink(missing_ok=True)
+
+
+def hold_directory(directory: Path) -> int:
+    """An exclusive flock on the directory's lock file, as an open descriptor to keep.
+
+    The kernel drops the lock when its holder exits, however it exits, so a crash never leaves
+    the directory locked. The holder's pid in the file is for the error message only.
+    """
+    path = directory / LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise StorageInUseError(
+            f"storage path {directory} is in use by another omni server (pid {holder}); "
+            "give each server its own --storage-path"
+        ) from None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from omni.errors import InvalidRequestError
-from omni.media import encode_mp4, even_frames, read_image, read_reference_image
+from omni.media import (
+    MAX_REFERENCE_SIDE,
+    encode_mp4,
+    even_frames,
+    read_image,
+    read_reference_image,
+)
 
 
 @dataclass
@@ -140,6 +146,7 @@ def test_reference_images_arrive_in_every_accepted_form(reference: object) -> No
         ("data:image/png,rawbytes", "only base64 data URLs"),
         ("not base64 at all!", "neither a data URL nor base64"),
         ('{"image_url": ', "not valid JSON"),
+        ('{"a": ' * 2000 + "1" + "}" * 2000, "nests too deeply"),
         ("[1, 2]", "neither a data URL nor base64"),
         (base64.b64encode(b"plain text").decode(), "could not be read as an image"),
         (base64.b64encode(image_bytes("GIF")).decode(), "must be a PNG, JPEG or WebP"),
@@ -155,3 +162,19 @@ def test_bad_reference_images_are_invalid_requests(reference: object, message: s
 def test_png_jpeg_and_webp_uploads_are_read_as_rgb(image_format: str) -> None:
     image = read_image(image_bytes(image_format), "input_reference")
     assert (image.mode, image.size) == ("RGB", (6, 4))
+
+
+def test_an_image_over_the_pixel_cap_is_refused_before_its_pixels_are_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-bit PNG is a small file however many pixels it holds: decoding is what costs."""
+    buffer = io.BytesIO()
+    Image.new("1", (MAX_REFERENCE_SIDE + 1, MAX_REFERENCE_SIDE)).save(buffer, format="PNG")
+
+    def no_decoding(image: Image.Image) -> None:
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    with pytest.raises(InvalidRequestError, match=f"{MAX_REFERENCE_SIDE + 1}x") as raised:
+        read_image(buffer.getvalue(), "input_reference")
+    assert raised.value.param == "input_reference"

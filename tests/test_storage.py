@@ -11,6 +11,7 @@ from omni.errors import InvalidRequestError
 from omni.storage import (
     SERVER_RESTARTED,
     JobStatus,
+    StorageInUseError,
     VideoJob,
     VideoStore,
     is_job_id,
@@ -288,3 +289,23 @@ def test_progress_stops_short_of_100_until_the_file_is_written(store: VideoStore
     assert not store.content_path(job.id).exists()
     assert store.complete(job.id, b"done")
     assert store.get(job.id).progress == 100
+
+
+def test_a_second_store_on_the_same_directory_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    """Opening would fail the holder's live jobs and sweep its files, so it must not happen."""
+    first = VideoStore(tmp_path / "videos")
+    live = make_job()
+    first.create(live)
+    with pytest.raises(
+        StorageInUseError, match=f"in use by another omni server \\(pid {os.getpid()}\\)"
+    ):
+        VideoStore(tmp_path / "videos")
+    assert first.get(live.id).status == JobStatus.QUEUED  # not failed by the refused open
+    first.close()
+    second = VideoStore(tmp_path / "videos")
+    try:
+        assert second.get(live.id).error_code == SERVER_RESTARTED
+    finally:
+        second.close()

@@ -34,5 +34,7 @@ def check_bearer(authorization: str | None, expected: bytes) -> None:
             headers=CHALLENGE,
         )
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    # aiohttp keeps header bytes that are not UTF-8 as surrogates; they must compare, not raise.
+    presented = token.strip().encode(errors="surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented, expected):
         raise ApiError(401, "the API key is not valid", code="invalid_api_key", headers=CHALLENGE)

@@ -34,6 +34,7 @@ ERROR_TYPES = {
     503: "service_unavailable",
 }
 MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
 AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 PATH_PART = re.compile(r"\.(?P<key>[^.\[]+)|\[(?P<index>\d+)\]")
 
@@ -102,9 +103,13 @@ def validation_error(exc: msgspec.ValidationError) -> ApiError:
         for part in PATH_PART.finditer(at["path"]):
             loc.append(part["key"] if part["key"] is not None else int(part["index"]))
     missing = MISSING_FIELD.match(text)
+    unknown = UNKNOWN_FIELD.match(text)
     if missing:
         loc.append(missing["field"])
         issue = ValidationIssue(loc, "field required", "value_error.missing")
+    elif unknown:
+        loc.append(unknown["field"])
+        issue = ValidationIssue(loc, "extra fields not permitted", "value_error.extra")
     elif text.startswith("Expected `") and ", got `" in text:
         issue = ValidationIssue(loc, text, "type_error")
     else:
@@ -116,7 +121,9 @@ def validation_error(exc: msgspec.ValidationError) -> ApiError:
     )
 
 
-def invalid_json(exc: msgspec.DecodeError) -> ApiError:
+def invalid_json(exc: msgspec.DecodeError | RecursionError) -> ApiError:
+    if isinstance(exc, RecursionError):
+        return ApiError(400, "the request body nests too deeply to be read", code="invalid_json")
     return ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
 
 

@@ -15,6 +15,7 @@ from omni.engine import Finished
 from omni.http.encoding import as_image, encode_image
 from omni.http.errors import ApiError
 from omni.http.schemas import (
+    MAX_SEED,
     ImageData,
     ImageGenerationRequest,
     ImageGenerationResponse,
@@ -30,7 +31,15 @@ SIZE = re.compile(r"^\s*(?P<width>[0-9]{1,9})\s*[xX]\s*(?P<height>[0-9]{1,9})\s*
 async def create_images(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     body = await read_json(request, ImageGenerationRequest)
+    if body.stream:
+        raise ApiError(
+            400,
+            "streaming is not supported: send stream false or leave it out",
+            code="unsupported_field",
+            param="stream",
+        )
     check_model(body.model, engine.config.name)
+    check_seeds(body.seed, body.n or 1)
     params = generation_params(body, is_video=engine.info.kind == "video")
     engine.resolve(params)  # refuse a size or field the model cannot serve before any work
     finished = await engine.generate_many(seeded(params, body.n or 1))
@@ -93,6 +102,18 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         seed=body.seed,
         num_frames=1 if is_video else None,
     )
+
+
+def check_seeds(seed: int | None, n: int) -> None:
+    """Image i uses seed + i (see `seeded`), and every one of those must be a valid seed."""
+    if seed is not None and seed + n - 1 > MAX_SEED:
+        raise ApiError(
+            400,
+            f"seed {seed} with n={n} would use seeds up to {seed + n - 1}, past the largest "
+            f"seed {MAX_SEED}: send a seed of at most {MAX_SEED - n + 1}",
+            code="invalid_seed",
+            param="seed",
+        )
 
 
 def seeded(params: GenerationParams, n: int) -> list[GenerationParams]:

@@ -17,8 +17,12 @@ Scale = Annotated[float, msgspec.Meta(ge=0.0, le=20.0)]
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
-class ImageGenerationRequest(msgspec.Struct, kw_only=True):
-    """OpenAI's fields, then omni's extensions. None (or leaving a field out) means default."""
+class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """OpenAI's fields, then omni's extensions. None (or leaving a field out) means default.
+
+    A field not listed is refused (422), so a misspelt one never goes unnoticed; OpenAI's fields
+    that choose among its own models' options (quality, style, ...) are accepted and ignored.
+    """
 
     prompt: str
     model: str | None = None
@@ -27,6 +31,14 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True):
     response_format: Literal["b64_json"] | None = None
     output_format: OutputFormat | None = None
     user: str | None = None
+    safety_identifier: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_compression: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    partial_images: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    stream: bool | None = None
     negative_prompt: str | None = None
     num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
     guidance_scale: Scale | None = None
@@ -77,7 +89,7 @@ async def read_json(request: web.Request, schema: type[T]) -> T:
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise invalid_json(exc) from None
 
 

@@ -15,6 +15,7 @@ from omni.engine import AsyncEngine, EngineState
 from omni.http.app import build_app
 from omni.http.config import ServerConfig
 from omni.http.state import ENGINE
+from omni.storage import StorageInUseError
 
 logger = logging.getLogger("omni.serve")
 
@@ -52,8 +53,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         shutdown_timeout=GRACEFUL_SHUTDOWN_S,
     )
-    await runner.setup()
     try:
+        await runner.setup()  # a failed startup step still has the steps before it undone
         await web.TCPSite(runner, config.host, config.port).start()
     except BaseException:
         await runner.cleanup()
@@ -81,7 +82,10 @@ async def announce_when_ready(engine: AsyncEngine, url: str) -> None:
 
 async def serve(config: ServerConfig) -> None:
     """Run until SIGINT or SIGTERM, then drain handlers for a few seconds and stop the engine."""
-    server = await start_server(config)
+    try:
+        server = await start_server(config)
+    except StorageInUseError as exc:
+        raise SystemExit(f"omni.serve: {exc}") from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -35,6 +35,9 @@ from omni.request import GenerationParams
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 BRACKETED = re.compile(r"^(?P<name>\w+)\[(?P<key>[^\[\]]+)\]$")
+# Far beyond any model's frame limit (which refuses with its own message), and small enough
+# that seconds * fps stays a finite number of frames.
+MAX_SECONDS = 3600.0
 
 
 class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -175,6 +178,10 @@ async def read_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
+    except ValueError as exc:  # no boundary, cut short, or text that is not UTF-8
+        raise ApiError(
+            400, f"the form body could not be read: {exc}", code="invalid_form"
+        ) from None
     raw: dict[str, Any] = {}
     upload = None
     for key, value in form.items():
@@ -213,7 +220,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise too_large(limit) from None
     try:
         body = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise invalid_json(exc) from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
@@ -228,7 +235,13 @@ def json_object(value: Any, param: str) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise ApiError(400, f"{param} is not valid JSON: {exc}", param=param) from None
+            raise ApiError(
+                400, f"{param} is not valid JSON: {exc}", code="invalid_json", param=param
+            ) from None
+        except RecursionError:
+            raise ApiError(
+                400, f"{param} nests too deeply to be read", code="invalid_json", param=param
+            ) from None
     if not isinstance(value, dict):
         raise ApiError(
             400, f"{param} must be a JSON object, got {type(value).__name__}", param=param
@@ -306,6 +319,10 @@ def parse_seconds(seconds: str | float | None) -> float | None:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise ApiError(400, f"seconds must be a positive number, got {seconds!r}", param="seconds")
+    if value > MAX_SECONDS:
+        raise ApiError(
+            400, f"seconds must be at most {MAX_SECONDS:g}, got {seconds!r}", param="seconds"
+        )
     return value
 
 

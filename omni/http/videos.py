@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 MIN_POLL_AFTER_MS = 200
 MAX_POLL_AFTER_MS = 5000
 CANCEL_TIMEOUT_S = 10.0
+LIMIT_DIGITS = re.compile(r"[0-9]+")  # str.isdigit takes "²", which int() refuses
 
 
 class VideoJobs:
@@ -40,10 +42,11 @@ class VideoJobs:
         self.engine = engine
         self.store = store
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.starting: set[asyncio.Task[None]] = set()
 
     async def submit(self, params: GenerationParams) -> VideoJob:
         limit = self.engine.config.max_num_running + self.engine.config.max_num_waiting
-        if len(self.tasks) >= limit:
+        if len(self.tasks) + len(self.starting) >= limit:
             raise EngineOverloadedError(f"{limit} video jobs are already queued or running")
         job = VideoJob(
             id=new_job_id(),
@@ -55,9 +58,17 @@ class VideoJobs:
             seconds=f"{params.num_frames / params.fps:g}",
             size=f"{params.width}x{params.height}",
         )
+        # Shielded: a client that disconnects mid-insert must not leave a record with no task
+        # to run it (queued forever). The insert and the spawn finish together or not at all.
+        start = asyncio.create_task(self._start(job, params))
+        self.starting.add(start)
+        start.add_done_callback(self.starting.discard)
+        await asyncio.shield(start)
+        return job
+
+    async def _start(self, job: VideoJob, params: GenerationParams) -> None:
         await asyncio.to_thread(self.store.create, job)
         self.tasks[job.id] = asyncio.create_task(self._run(job.id, params), name=job.id)
-        return job
 
     async def _run(self, job_id: str, params: GenerationParams) -> None:
         try:
@@ -95,6 +106,8 @@ class VideoJobs:
         return deleted
 
     async def close(self) -> None:
+        if self.starting:  # let inserts in flight register their tasks, so they are cancelled
+            await asyncio.wait(list(self.starting), timeout=CANCEL_TIMEOUT_S)
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -161,7 +174,7 @@ async def list_videos(request: web.Request) -> web.Response:
     store = request.app[VIDEO_JOBS].store
     query = request.query
     limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not limit.strip().isdigit():
+    if not LIMIT_DIGITS.fullmatch(limit.strip()):
         raise ApiError(400, f"limit must be an integer, got {limit!r}", param="limit")
     page = await asyncio.to_thread(
         store.list, query.get("after"), int(limit), query.get("order", "desc")
@@ -204,7 +217,8 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
 
 async def delete_video(request: web.Request) -> web.Response:
     job = await find_job(request)
-    await request.app[VIDEO_JOBS].delete(job.id)
+    if not await request.app[VIDEO_JOBS].delete(job.id):  # another DELETE got there first
+        raise ApiError(404, f"no video with id {job.id!r}", code="video_not_found")
     return json_response({"id": job.id, "object": "video.deleted", "deleted": True})
 
 

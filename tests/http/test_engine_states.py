@@ -47,6 +47,9 @@ def test_an_api_key_guards_every_v1_route_but_not_health(tiny_flux_dir: Path) ->
     with server_thread(config(tiny_flux_dir, api_key=key)) as server:
         missing = post_image(server.url)
         wrong = post_image(server.url, headers={"Authorization": "Bearer sk-wrong"})
+        garbled = requests.get(  # bytes that are not UTF-8: refused, not a 500
+            f"{server.url}/v1/models", headers={"Authorization": b"Bearer sk-\xff\xfe"}, timeout=10
+        )
         models_missing = requests.get(f"{server.url}/v1/models", timeout=10)
         health = requests.get(f"{server.url}/health", timeout=10)
         right = post_image(server.url, headers={"Authorization": f"Bearer {key}"})
@@ -57,6 +60,7 @@ def test_an_api_key_guards_every_v1_route_but_not_health(tiny_flux_dir: Path) ->
 
     assert assert_error_body(missing, 401)["error"]["code"] == "missing_api_key"
     assert assert_error_body(wrong, 401)["error"]["code"] == "invalid_api_key"
+    assert assert_error_body(garbled, 401)["error"]["code"] == "invalid_api_key"
     assert_error_body(models_missing, 401)
     assert missing.headers["WWW-Authenticate"] == "Bearer"
     assert health.status_code == 200

@@ -61,6 +61,8 @@ SCHEMA_ERRORS = [
     ({"prompt": "a", "guidance_scale": 20.5}, ["body", "guidance_scale"], "value_error"),
     ({"prompt": "a", "seed": -1}, ["body", "seed"], "value_error"),
     ({"prompt": "a", "seed": True}, ["body", "seed"], "type_error"),
+    ({"prompt": "a", "num_inference_step": 4}, ["body", "num_inference_step"], "value_error.extra"),
+    ({"prompt": "a", "output_compression": 101}, ["body", "output_compression"], "value_error"),
     ([{"prompt": "a"}], ["body"], "type_error"),
 ]
 
@@ -93,7 +95,17 @@ SEMANTIC_ERRORS = [
     ({"prompt": "a", "size": "64x99999"}, "size", "out of range"),
     ({"prompt": "a", "model": "dall-e-3"}, "model", "dall-e-3"),
     ({"prompt": "   "}, "prompt", "empty"),
+    ({"prompt": "a", "seed": 2**63 - 1, "n": 2}, "seed", "seed 9223372036854775807 with n=2"),
+    ({"prompt": "a", "seed": 2**63 - 3, "n": 4}, "seed", "at most 9223372036854775804"),
 ]
+
+
+def test_the_largest_seeds_that_fit_n_images_are_served(url: str) -> None:
+    body = {"prompt": "a", "seed": 2**63 - 2, "n": 2, "num_inference_steps": 1, "size": "16x16"}
+    response = requests.post(f"{url}{IMAGES}", json=body, timeout=60)
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
 
 
 @pytest.mark.parametrize(("body", "param", "says"), SEMANTIC_ERRORS)
@@ -166,3 +178,31 @@ def test_an_unexpected_exception_is_a_500_that_keeps_its_details_in_the_log(
     assert (error.status, error.code) == (500, "internal_error")
     assert "a secret detail" not in error.message
     assert "a secret detail" in caplog.text
+
+
+def test_openai_fields_omni_has_no_use_for_are_accepted(url: str) -> None:
+    """They pick among OpenAI's own models' options; an OpenAI client may send them."""
+    body = {
+        "prompt": "a",
+        "num_inference_steps": 1,
+        "size": "16x16",
+        "quality": "high",
+        "style": "vivid",
+        "background": "auto",
+        "moderation": "low",
+        "output_compression": 80,
+        "partial_images": 0,
+        "safety_identifier": "user-17",
+        "stream": False,
+    }
+    response = requests.post(f"{url}{IMAGES}", json=body, timeout=60)
+
+    assert response.status_code == 200, response.text
+
+
+def test_streaming_images_is_refused(url: str) -> None:
+    response = requests.post(f"{url}{IMAGES}", json={"prompt": "a", "stream": True}, timeout=30)
+
+    error = assert_error_body(response, 400)["error"]
+    assert (error["param"], error["code"]) == ("stream", "unsupported_field")
+    assert "streaming is not supported" in error["message"]
