@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.servers import ServerProcess
+from tests.http.servers import ServerProcess, ServerThread, server_thread, video_config
 
 SERVED_NAME = "tiny-flux"
 MAX_BODY_BYTES = 65536
@@ -38,3 +38,18 @@ def server(
 @pytest.fixture(scope="session")
 def url(server: ServerProcess) -> str:
     return server.url
+
+
+@pytest.fixture(scope="module")
+def video_server(
+    tiny_wan_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """A tiny Wan server per test module, each with storage of its own."""
+    storage = tmp_path_factory.mktemp("video-storage")
+    with server_thread(video_config(tiny_wan_dir, storage)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def video_url(video_server: ServerThread) -> str:
+    return video_server.url

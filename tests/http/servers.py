@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from omni.config import EngineConfig
 from omni.http import RunningServer, ServerConfig, start_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -132,3 +133,11 @@ def open_request(url: str, path: str, body: bytes) -> socket.socket:
     )
     sock.sendall(head.encode() + body)
     return sock
+
+
+VIDEO_SERVED_NAME = "tiny-wan"
+
+
+def video_config(model: Path, storage: Path) -> ServerConfig:
+    engine = EngineConfig(model=str(model), served_model_name=VIDEO_SERVED_NAME)
+    return ServerConfig(engine=engine, port=0, storage_path=storage)

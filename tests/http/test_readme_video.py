@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.http.test_readme import code_blocks
-from tests.http.test_videos import video_server, video_url  # noqa: F401  (module fixtures)
 from tests.test_media import decode
 
 README_VIDEO_URL = "http://localhost:8001"
@@ -39,7 +38,7 @@ def test_readme_serves_the_video_model_on_the_examples_port() -> None:
     ("language", "frames"),
     [("bash", 9), ("python", 9)],  # 9 frames asked; 1 s at 8 fps = 8 rounds to 9 (4k+1)
 )
-def test_the_video_examples_write_mp4s(video_url: str, tmp_path: Path, language, frames) -> None:  # noqa: F811
+def test_the_video_examples_write_mp4s(video_url: str, tmp_path: Path, language, frames) -> None:
     [code] = video_examples(language)
     command = (
         ["bash", "-euo", "pipefail", "-c", code]

@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,14 @@ import requests
 from openai import OpenAI
 from PIL import Image
 
-from omni.config import EngineConfig
-from omni.http import ServerConfig
-from tests.http.servers import ServerThread, server_thread, stats, wait_until
+from tests.http.servers import (
+    VIDEO_SERVED_NAME,
+    ServerThread,
+    stats,
+    wait_until,
+)
 from tests.test_media import DecodedVideo, decode
 
-SERVED_NAME = "tiny-wan"
 JOB_TIMEOUT_S = 90.0
 # A job that runs for many seconds on the tiny model, for tests that need one still running.
 LONG_JOB = {"prompt": "a very long take", "num_inference_steps": "1000", "num_frames": "9"}
@@ -33,25 +34,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK
 def valid_num_frames(num_frames: int) -> int:
     """The documented Wan rule: the nearest 4k+1 at or below num_frames + 1 (80 -> 81)."""
     return num_frames // 4 * 4 + 1
-
-
-def video_config(model: Path, storage: Path) -> ServerConfig:
-    engine = EngineConfig(model=str(model), served_model_name=SERVED_NAME)
-    return ServerConfig(engine=engine, port=0, storage_path=storage)
-
-
-@pytest.fixture(scope="module")
-def video_server(
-    tiny_wan_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
-    storage = tmp_path_factory.mktemp("video-storage")
-    with server_thread(video_config(tiny_wan_dir, storage)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def video_url(video_server: ServerThread) -> str:
-    return video_server.url
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +97,13 @@ def assert_error(response: requests.Response, status: int, text: str = "") -> di
 def test_sdk_create_and_poll_completes_and_downloads_the_requested_mp4(client: OpenAI) -> None:
     video = client.videos.create_and_poll(
         prompt="a paper boat on a pond",
-        model=SERVED_NAME,
+        model=VIDEO_SERVED_NAME,
         size="48x32",
         extra_body={"num_frames": 9, "fps": 8, "num_inference_steps": 2, "seed": 1},
     )
 
     assert (video.status, video.progress, video.error) == ("completed", 100, None)
-    assert (video.object, video.model, video.size) == ("video", SERVED_NAME, "48x32")
+    assert (video.object, video.model, video.size) == ("video", VIDEO_SERVED_NAME, "48x32")
     assert video.prompt == "a paper boat on a pond"
     assert float(video.seconds) == 9 / 8
     assert video.completed_at >= video.created_at

@@ -13,16 +13,14 @@ import pytest
 import requests
 from openai import OpenAI
 
-from tests.http.servers import ServerThread, server_thread
+from tests.http.servers import VIDEO_SERVED_NAME, ServerThread, server_thread, video_config
 from tests.http.test_videos import (
-    SERVED_NAME,
     assert_error,
     assert_mp4,
     create,
     image_file,
     run_seed_example,
     valid_num_frames,
-    video_config,
     wait_for_job,
 )
 from tests.test_media import decode
@@ -83,7 +81,7 @@ def test_sdk_create_and_poll_with_a_reference_image(
     client = OpenAI(base_url=f"{i2v_url}/v1", api_key="unused", max_retries=0)
     video = client.videos.create_and_poll(
         prompt="the picture comes alive",
-        model=SERVED_NAME,
+        model=VIDEO_SERVED_NAME,
         size="32x32",
         **{"extra_body": SMALL, **reference},
     )

@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.http.servers import ServerProcess, server_thread
+from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess, server_thread, video_config
 from tests.http.test_videos import (
     LONG_JOB,
-    SERVED_NAME,
     assert_error,
     assert_mp4,
     create,
-    video_config,
     wait_for_job,
     wait_until_running,
 )
@@ -37,7 +35,7 @@ def test_a_restarted_server_lists_and_serves_finished_jobs_and_fails_running_one
     monkeypatch.setenv("VLLM_OMNI_STORAGE_PATH", str(storage))
     monkeypatch.delenv("OMNI_STORAGE_PATH", raising=False)
     second = ServerProcess(
-        ["--model", str(tiny_wan_dir), "--served-model-name", SERVED_NAME], tmp_path / "log"
+        ["--model", str(tiny_wan_dir), "--served-model-name", VIDEO_SERVED_NAME], tmp_path / "log"
     )
     try:
         second.wait_healthy()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -16,26 +15,12 @@ import requests
 from omni.http.videos import VIDEO_JOBS
 from omni.request import GenerationParams
 from omni.storage import JobStatus, VideoJob, VideoStore
-from tests.http.servers import ServerProcess, ServerThread, server_thread
-from tests.http.test_videos import assert_error, create, quick_job, video_config, wait_for_job
+from tests.http.servers import ServerProcess, ServerThread
+from tests.http.test_videos import assert_error, create, quick_job, wait_for_job
 from tests.test_storage import make_job
 
 GATE_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 60.0  # a refused start exits in seconds; a served one would hang here
-
-
-@pytest.fixture(scope="module")
-def video_server(
-    tiny_wan_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
-    storage = tmp_path_factory.mktemp("robust-storage")
-    with server_thread(video_config(tiny_wan_dir, storage)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def video_url(video_server: ServerThread) -> str:
-    return video_server.url
 
 
 def test_a_submit_cancelled_during_the_insert_still_runs_its_job(
