@@ -152,7 +152,7 @@ def test_cfg_rows_follow_each_experts_guidance(t2v, t2v_two_experts):
         ("i2v", {}, "image", "image is required"),
         ("t2v", {"num_frames": 0}, "num_frames", "between 1 and"),
         ("t2v", {"num_frames": 100_000}, "num_frames", "between 1 and"),
-        ("t2v", {"height": 4096}, "size", "out of range"),
+        ("t2v", {"height": 8192}, "size", "out of range"),
         ("t2v", {"fps": 0}, "fps", "fps must be"),
         ("t2v", {"flow_shift": 0.0}, "flow_shift", "between"),
         ("t2v", {"guidance_scale": -1.0}, "guidance_scale", "between"),

@@ -123,7 +123,7 @@ def test_engine_rejects_bad_video_requests_clearly(tiny_wan_dir):
         async with running_engine(tiny_wan_dir) as engine:
             assert engine.info.kind == "video"
             errors = []
-            for overrides in ({"true_cfg_scale": 3.0}, {"num_frames": 0}, {"width": 4096}):
+            for overrides in ({"true_cfg_scale": 3.0}, {"num_frames": 0}, {"width": 8192}):
                 with pytest.raises(InvalidRequestError) as error:
                     engine.resolve(video_params(**overrides))
                 errors.append(error.value)
