@@ -109,8 +109,7 @@ class Engine:
                 self._fail_all("the engine is shutting down", EngineNotReadyError.code)
                 return False
             if isinstance(message, AddRequest):
-                for request in message.requests:
-                    self._add(request)
+                self._add(message.requests)
             else:
                 self._abort(message.request_id)
             message = self._poll()
@@ -123,12 +122,13 @@ class Engine:
         except queue.Empty:
             return None
 
-    def _add(self, request: Request) -> None:
+    def _add(self, requests: tuple[Request, ...]) -> None:
         try:
-            self.scheduler.add(request)
+            self.scheduler.add(*requests)  # the n images of one HTTP request start together
         except EngineOverloadedError as exc:
-            self.stats.num_failed += 1
-            self.publish(Failed(request.request_id, str(exc), exc.code))
+            self.stats.num_failed += len(requests)
+            for request in requests:
+                self.publish(Failed(request.request_id, str(exc), exc.code))
 
     def _abort(self, request_id: str) -> None:
         request = self.scheduler.abort(request_id)

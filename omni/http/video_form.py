@@ -29,7 +29,7 @@ from PIL import Image
 from omni.engine import AsyncEngine
 from omni.http.errors import ApiError, ValidationIssue, invalid_json, too_large, validation_error
 from omni.http.images import check_model, parse_size
-from omni.http.state import SERVER_CONFIG
+from omni.http.state import ENGINE, SERVER_CONFIG
 from omni.media import read_image, read_reference_image
 from omni.request import GenerationParams
 
@@ -87,16 +87,7 @@ class VideoForm:
     def resolve(self, engine: AsyncEngine) -> GenerationParams:
         """The params the model will run, validated by the model; raises a 4xx error."""
         body = self.request
-        check_model(body.model, engine.config.name)
         info = engine.info
-        if info.kind != "video":
-            raise ApiError(
-                400,
-                f"{engine.config.name} is an image model: /v1/videos needs a video model "
-                "such as omni-tiny-video (this server answers /v1/images/generations)",
-                code="model_not_video",
-                param="model",
-            )
         width, height = self._size()
         params = GenerationParams(
             prompt=body.prompt,
@@ -168,8 +159,32 @@ async def read_video_form(request: web.Request) -> VideoForm:
     fold_extra_params(raw)
     body = convert(raw)
     check_frame_interpolation(body)
+    check_one_reference(body, upload)
+    check_served_model(body, upload is not None, request.app[ENGINE])  # before any decoding
     image = await asyncio.to_thread(reference_image, body, upload)  # decoding takes a while
     return VideoForm(body, image)
+
+
+def check_served_model(body: VideoRequest, has_upload: bool, engine: AsyncEngine) -> None:
+    """Refuse what the served model cannot make (503 while it loads) before reading images."""
+    check_model(body.model, engine.config.name)
+    info = engine.info
+    if info.kind != "video":
+        raise ApiError(
+            400,
+            f"{engine.config.name} is an image model: /v1/videos needs a video model "
+            "such as omni-tiny-video (this server answers /v1/images/generations)",
+            code="model_not_video",
+            param="model",
+        )
+    has_reference = has_upload or body.input_reference is not None
+    if not info.takes_image and (has_reference or body.image_reference is not None):
+        raise ApiError(
+            400,
+            f"{engine.config.name} is a text-to-video model: it takes no input image",
+            code="invalid_request",
+            param="image_reference" if body.image_reference is not None else "input_reference",
+        )
 
 
 async def read_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
@@ -329,7 +344,7 @@ def parse_seconds(seconds: str | float | None) -> float | None:
 # Reference images ------------------------------------------------------------------------------
 
 
-def reference_image(body: VideoRequest, upload: bytes | None) -> Image.Image | None:
+def check_one_reference(body: VideoRequest, upload: bytes | None) -> None:
     if (
         upload is not None or body.input_reference is not None
     ) and body.image_reference is not None:
@@ -339,6 +354,9 @@ def reference_image(body: VideoRequest, upload: bytes | None) -> Image.Image | N
             code="conflicting_fields",
             param="image_reference",
         )
+
+
+def reference_image(body: VideoRequest, upload: bytes | None) -> Image.Image | None:
     if upload is not None:
         return read_image(upload, "input_reference")
     if body.input_reference is not None:

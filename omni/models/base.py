@@ -34,6 +34,7 @@ class ModelInfo:
     max_side: int
     default_fps: int | None = None
     default_num_frames: int | None = None
+    takes_image: bool = False  # an image-to-video model: requests carry a reference image
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -78,6 +79,7 @@ __all__ = [
 COMPLETE_MARKER = ".omni-complete"
 BUILD_FORMAT = "omni-tiny-build-v3"
 CACHE_ENV_VAR = "OMNI_CACHE_DIR"
+LEFTOVER_AGE_S = 3600.0
 
 TEXT_DIM = 32
 CLIP_MAX_LENGTH = 77
@@ -479,6 +481,20 @@ def _publish(staging: Path, target: Path) -> None:
     os.replace(staging, target)
 
 
+def _sweep_leftovers(root: Path, name: str) -> None:
+    """Delete staging directories that builders killed mid-build left behind.
+
+    A live builder's directory is younger than ``LEFTOVER_AGE_S`` (a build takes seconds), so
+    only ones older than that are removed.
+    """
+    cutoff = time.time() - LEFTOVER_AGE_S
+    for pattern in (f".{name}.building-*", f".{name}.stale-*"):
+        for leftover in root.glob(pattern):
+            with suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+
 def ensure_builtin(name: str, cache_dir: Path | None = None) -> Path:
     """Return ``<cache root>/<name>`` for a built-in model, building it on first use."""
     if name not in BUILTIN_MODELS:
@@ -489,6 +505,7 @@ def ensure_builtin(name: str, cache_dir: Path | None = None) -> Path:
     if is_complete(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(root, name)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=root))
     staging.chmod(0o755)
     try:

@@ -173,6 +173,7 @@ class WanAdapter(FamilyAdapter):
             max_side=self.max_side,
             default_fps=self.defaults.fps,
             default_num_frames=self.defaults.num_frames,
+            takes_image=self.is_image_to_video,
         )
 
     # Requests --------------------------------------------------------------------------------

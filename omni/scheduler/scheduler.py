@@ -62,10 +62,15 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def add(self, request: Request) -> None:
-        if len(self.waiting) >= self.config.max_num_waiting:
+    def add(self, *requests: Request) -> None:
+        """Queue `requests` together: all of them, or none if the queue cannot hold them all.
+
+        Requests that free running slots will admit at the next step do not count as waiting.
+        """
+        free_slots = max(0, self.config.max_num_running - len(self.running))
+        if len(self.waiting) + len(requests) - free_slots > self.config.max_num_waiting:
             raise EngineOverloadedError("the waiting queue is full")
-        self.waiting.append(request)
+        self.waiting.extend(requests)
 
     def abort(self, request_id: str) -> Request | None:
         for queue in (self.waiting, self.running):

@@ -133,6 +133,21 @@ def test_a_full_engine_answers_503_with_retry_after(tiny_flux_dir: Path) -> None
     assert (counters["num_aborted"], counters["num_finished"]) == (2, 0), counters
 
 
+def test_the_images_of_one_request_are_queued_together_or_refused_together(
+    tiny_flux_dir: Path,
+) -> None:
+    limits = {"max_num_running": 1, "max_num_waiting": 1}
+    with server_thread(config(tiny_flux_dir, engine=limits)) as server:
+        too_many = post_image(server.url, n=3)  # one would run and two wait: over the limit
+        fits = post_image(server.url, n=2)  # one takes the free running slot, one waits
+        counters = stats(server.url)
+
+    assert assert_error_body(too_many, 503)["error"]["code"] == "engine_overloaded"
+    assert fits.status_code == 200, fits.text
+    assert counters["num_finished"] == 2
+    assert len(fits.json()["data"]) == 2
+
+
 def test_a_failed_generation_is_a_500_with_a_clear_message(
     tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

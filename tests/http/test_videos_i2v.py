@@ -20,6 +20,7 @@ from tests.http.test_videos import (
     image_file,
     wait_for_job,
 )
+from tests.http.test_videos_robustness import DEEP_OBJECT
 from tests.test_media import decode
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's Sora notice
@@ -105,6 +106,22 @@ def test_the_reference_image_conditions_the_video(i2v_url: str) -> None:
     # Ignoring the image would make these bitwise equal (same seed and prompt); through the
     # tiny random VAE the two colours differ by 0.9 levels on average (measured).
     assert np.abs(red - blue).mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"image_reference": "data:image/png;base64,bm90IGFuIGltYWdl"}, "could not be read"),
+        ({"image_reference": "%%%"}, "neither a data URL nor base64"),
+        ({"image_reference": "https://example.com/cat.png"}, "does not download"),
+        ({"input_reference[file_id]": "file_123"}, "file_id is not supported"),
+        ({"image_reference": DEEP_OBJECT}, "image_reference nests too deeply"),
+    ],
+)
+def test_a_reference_that_is_not_an_image_is_refused(
+    i2v_url: str, fields: dict[str, str], message: str
+) -> None:
+    assert_error(create(i2v_url, prompt="a bad reference", **fields), 400, message)
 
 
 def test_an_image_to_video_model_needs_an_image(i2v_url: str) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -228,6 +230,28 @@ def test_ensure_builtin_replaces_incomplete_dir(tmp_path: Path) -> None:
     assert tiny.is_complete(path)
     assert (path / "transformer").is_dir()
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["omni-tiny"]
+
+
+def test_ensure_builtin_sweeps_what_killed_builds_left(tmp_path: Path) -> None:
+    old_build, old_stale, live_build, other_model = (
+        tmp_path / name
+        for name in (
+            ".omni-tiny.building-killed",
+            ".omni-tiny.stale-killed",
+            ".omni-tiny.building-live",
+            ".omni-tiny-video.building-killed",
+        )
+    )
+    for directory in (old_build, old_stale, live_build, other_model):
+        (directory / "transformer").mkdir(parents=True)
+    an_hour_and_more_ago = time.time() - tiny.LEFTOVER_AGE_S - 60
+    for directory in (old_build, old_stale, other_model):
+        os.utime(directory, (an_hour_and_more_ago, an_hour_and_more_ago))
+
+    tiny.ensure_builtin("omni-tiny", cache_dir=tmp_path)
+
+    left = {entry.name for entry in tmp_path.iterdir()}
+    assert left == {live_build.name, other_model.name, "omni-tiny"}
 
 
 def test_ensure_builtin_concurrent(tmp_path: Path) -> None:

@@ -186,11 +186,23 @@ def test_request_aborted_while_its_step_ran_is_not_resurrected():
 
 
 def test_full_waiting_queue_refuses():
-    scheduler = Scheduler(SchedulerConfig(max_num_waiting=2))
-    scheduler.add(make_request())
-    scheduler.add(make_request())
+    scheduler = Scheduler(SchedulerConfig(max_num_running=1, max_num_waiting=2))
+    for _ in range(3):  # the first takes the free running slot at the next step
+        scheduler.add(make_request())
     with pytest.raises(EngineOverloadedError):
         scheduler.add(make_request())
+    assert len(scheduler.waiting) == 3
+
+
+def test_requests_added_together_are_all_queued_or_all_refused():
+    scheduler = Scheduler(SchedulerConfig(max_num_running=1, max_num_waiting=2))
+    scheduler.add(make_request(), make_request())
+    scheduler.schedule()  # one runs, one waits: room for one more
+    with pytest.raises(EngineOverloadedError):
+        scheduler.add(make_request(), make_request())
+    assert len(scheduler.waiting) == 1
+    scheduler.add(make_request())
+    assert len(scheduler.waiting) == 2
 
 
 def test_bad_config_is_refused():
