@@ -23,6 +23,7 @@ class EngineConfig:
     max_num_waiting: int = 256
     cfg_parallel_size: int = 1
     attention_backend: str = "auto"
+    max_output_pixels: int | None = None  # width x height x frames of one output; None: no cap
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -35,6 +36,8 @@ class EngineConfig:
             raise ValueError("cfg_parallel_size must be 1 or 2")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}")
+        if self.max_output_pixels is not None and self.max_output_pixels < 1:
+            raise ValueError("max_output_pixels must be at least 1")
         _ = self.scheduler_config  # SchedulerConfig validates the queue limits
 
     @property

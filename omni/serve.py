@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
+    model.add_argument(
+        "--max-output-pixels",
+        type=int,
+        default=None,
+        help="most width x height x frames one image or video may have (default: the model's "
+        "own limits)",
+    )
 
     server = parser.add_argument_group("HTTP server")
     server.add_argument("--host", default="127.0.0.1")
@@ -90,6 +97,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             max_num_waiting=args.max_num_waiting,
             cfg_parallel_size=args.cfg_parallel_size,
             attention_backend=args.attention_backend,
+            max_output_pixels=args.max_output_pixels,
         )
         return ServerConfig(
             engine=engine,

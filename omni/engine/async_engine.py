@@ -14,6 +14,7 @@ from omni.engine.stats import EngineStats
 from omni.errors import (
     EngineNotReadyError,
     EngineOverloadedError,
+    InvalidRequestError,
     OmniError,
     RequestAbortedError,
     RequestFailedError,
@@ -77,7 +78,21 @@ class AsyncEngine:
     def resolve(self, params: GenerationParams) -> GenerationParams:
         """The params the model will use; raises InvalidRequestError for ones it cannot serve."""
         self._check_ready()
-        return self._engine.adapter.resolve(params)
+        resolved = self._engine.adapter.resolve(params)
+        self._check_output_pixels(resolved)
+        return resolved
+
+    def _check_output_pixels(self, params: GenerationParams) -> None:
+        limit = self.config.max_output_pixels
+        frames = params.num_frames or 1
+        pixels = params.width * params.height * frames
+        if limit is not None and pixels > limit:
+            made = f"{params.width}x{params.height}" + (f" x {frames} frames" if frames > 1 else "")
+            raise InvalidRequestError(
+                f"{made} is {pixels:,} pixels, over this server's limit of {limit:,} per image "
+                "or video (--max-output-pixels)",
+                param="size",
+            )
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
         (finished,) = await self.generate_many([params], [request_id])

@@ -148,6 +148,35 @@ def test_the_images_of_one_request_are_queued_together_or_refused_together(
     assert len(fits.json()["data"]) == 2
 
 
+def test_an_output_over_max_output_pixels_is_a_400_naming_the_flag(
+    tiny_flux_dir: Path, tiny_wan_dir: Path
+) -> None:
+    limit = {"max_output_pixels": 64 * 64}
+    with server_thread(config(tiny_flux_dir, engine=limit)) as server:
+        at_limit = post_image(server.url, size="64x64")
+        over = post_image(server.url, size="64x80")
+    with server_thread(config(tiny_wan_dir, engine={"max_output_pixels": 32 * 32 * 9})) as server:
+        form = {"prompt": "a clip", "size": "32x32", "num_inference_steps": "1"}
+        video_at_limit = requests.post(
+            f"{server.url}/v1/videos/sync",
+            files={k: (None, v) for k, v in form.items()},
+            timeout=60,
+        )
+        form["num_frames"] = "13"
+        video_over = requests.post(
+            f"{server.url}/v1/videos", files={k: (None, v) for k, v in form.items()}, timeout=60
+        )
+        jobs = requests.get(f"{server.url}/v1/videos", timeout=10).json()["data"]
+
+    assert at_limit.status_code == 200, at_limit.text
+    message = assert_error_body(over, 400)["error"]["message"]
+    assert "64x80 is 5,120 pixels" in message and "--max-output-pixels" in message
+    assert video_at_limit.status_code == 200, video_at_limit.text
+    message = assert_error_body(video_over, 400)["error"]["message"]
+    assert "32x32 x 13 frames is 13,312 pixels" in message
+    assert jobs == []  # refused before a job was made
+
+
 def test_a_failed_generation_is_a_500_with_a_clear_message(
     tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ EVERY_FLAG = [
     "--max-num-waiting", "34",
     "--cfg-parallel-size", "2",
     "--attention-backend", "sdpa",
+    "--max-output-pixels", "1048576",
     "--host", "0.0.0.0",
     "--port", "9001",
     "--api-key", "sk-flag",
@@ -55,6 +56,7 @@ def test_flags_set_their_fields() -> None:
         max_num_waiting=34,
         cfg_parallel_size=2,
         attention_backend="sdpa",
+        max_output_pixels=1048576,
     )
     assert (config.host, config.port, config.api_key) == ("0.0.0.0", 9001, "sk-flag")
     assert (config.max_body_bytes, config.storage_path) == (4096, Path("/srv/omni"))
