@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,19 @@ def test_text_to_video_is_the_same_as_diffusers(tiny_wan_dir, overrides):
     resolved = result.params
     assert result.output.shape == (resolved.num_frames, resolved.height, resolved.width, 3)
     assert_same_video(result.output, diffusers_video(tiny_wan_dir, resolved))
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"seed": 1}, {"guidance_scale": 6.0}, {"flow_shift": 5.0}, {"prompt": "a boat at sea"}],
+    ids=["seed", "guidance", "shift", "prompt"],
+)
+def test_the_tolerance_tells_videos_apart(tiny_wan_dir, changed):
+    """A small change of any input falls outside `assert_same_video`: the checks above can fail."""
+    params = video_params()
+    (base, other), _ = generate_all(tiny_wan_dir, [params, replace(params, **changed)])
+    with pytest.raises(AssertionError):
+        assert_same_video(other.output, base.output)
 
 
 @pytest.mark.parametrize(
