@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_storage_path(),
         help=f"where video jobs are kept (env {' or '.join(STORAGE_PATH_ENVS)})",
     )
+    server.add_argument(
+        "--video-retention-seconds",
+        type=int,
+        default=None,
+        help="finished video jobs (record and file) expire this long after they finish "
+        "(default: kept until deleted)",
+    )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
     return parser
 
@@ -106,6 +113,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             api_key=args.api_key,
             max_body_bytes=args.max_body_bytes,
             storage_path=args.storage_path.expanduser(),
+            video_retention_seconds=args.video_retention_seconds,
             access_log=args.access_log,
         )
     except ValueError as exc:

@@ -7,6 +7,10 @@ Restart policy: jobs that were queued or in progress when the server stopped are
 with the error code `server_restarted`. Re-queuing them would need every input persisted
 (including uploaded reference images) and would silently spend the restarted server's time on
 work whose client may have gone; a failed record tells a client plainly to submit again.
+
+Retention: with `retention_s` set, a finished job (completed or failed) expires that long after
+it finished. Its record reports `expires_at`; from then on it is not found or listed, and
+`delete_expired` removes record and file. Without it, jobs stay until they are deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +81,7 @@ class VideoJob:
     completed_at: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    expires_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as the OpenAI Video object."""
@@ -87,7 +93,7 @@ class VideoJob:
             "object": "video",
             "created_at": self.created_at,
             "completed_at": self.completed_at,
-            "expires_at": None,
+            "expires_at": self.expires_at,
             "status": self.status.value,
             "progress": self.progress,
             "model": self.model,
@@ -113,9 +119,8 @@ def is_job_id(value: str) -> bool:
     return JOB_ID_PATTERN.fullmatch(value) is not None
 
 
-def _row_to_job(row: tuple[Any, ...]) -> VideoJob:
-    values = dict(zip(COLUMNS.split(", "), row, strict=True))
-    return VideoJob(**{**values, "status": JobStatus(values["status"])})
+FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
 
 
 class StorageInUseError(RuntimeError):
@@ -129,7 +134,16 @@ class VideoStore:
     StorageInUseError, because recovery would fail that store's live jobs and sweep its files.
     """
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        retention_s: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if retention_s is not None and retention_s < 1:
+            raise ValueError(f"retention must be at least 1 second, got {retention_s}")
+        self.retention_s = retention_s
+        self._clock = clock
         self.directory = Path(directory).expanduser().resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._owner = hold_directory(self.directory)
@@ -179,11 +193,12 @@ class VideoStore:
     def get(self, job_id: str) -> VideoJob | None:
         if not is_job_id(job_id):
             return None
+        live, live_args = self._live()
         with self._lock:
             row = self._db.execute(
-                f"SELECT {COLUMNS} FROM videos WHERE id = ?", (job_id,)
+                f"SELECT {COLUMNS} FROM videos WHERE id = ? AND {live}", (job_id, *live_args)
             ).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else self._job(row)
 
     def list(
         self, after: str | None = None, limit: int = DEFAULT_LIST_LIMIT, order: str = "desc"
@@ -196,16 +211,15 @@ class VideoStore:
         if order not in ("asc", "desc"):
             raise InvalidRequestError(f"order must be asc or desc, got {order!r}", param="order")
         direction, beyond = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        query = f"SELECT {COLUMNS} FROM videos"
-        args: list[Any] = []
+        live, args = self._live()
+        query = f"SELECT {COLUMNS} FROM videos WHERE {live}"
         with self._lock:
             if after is not None:
-                cursor = self._cursor(after)
-                query += f" WHERE (created_at, seq) {beyond} (?, ?)"
-                args += cursor
+                query += f" AND (created_at, seq) {beyond} (?, ?)"
+                args += self._cursor(after)
             query += f" ORDER BY created_at {direction}, seq {direction} LIMIT ?"
             rows = self._db.execute(query, (*args, limit + 1)).fetchall()
-        jobs = [_row_to_job(row) for row in rows[:limit]]
+        jobs = [self._job(row) for row in rows[:limit]]
         return JobPage(jobs, has_more=len(rows) > limit)
 
     def mark_progress(self, job_id: str, progress: int) -> None:
@@ -231,7 +245,7 @@ class VideoStore:
                     JobStatus.FAILED.value,
                     code,
                     message,
-                    int(time.time()),
+                    int(self._clock()),
                     job_id,
                     JobStatus.QUEUED.value,
                     JobStatus.IN_PROGRESS.value,
@@ -248,7 +262,7 @@ class VideoStore:
                 "WHERE id = ? AND status IN (?, ?)",
                 (
                     JobStatus.COMPLETED.value,
-                    int(time.time()),
+                    int(self._clock()),
                     job_id,
                     JobStatus.QUEUED.value,
                     JobStatus.IN_PROGRESS.value,
@@ -267,6 +281,21 @@ class VideoStore:
         self.content_path(job_id).unlink(missing_ok=True)
         return bool(deleted)
 
+    def delete_expired(self) -> int:
+        """Remove every expired job's record and file; the number removed."""
+        if self.retention_s is None:
+            return 0
+        cutoff = int(self._clock()) - self.retention_s
+        query = "FROM videos WHERE status IN (?, ?) AND completed_at <= ?"
+        with self._lock:
+            expired = [
+                row[0] for row in self._db.execute(f"SELECT id {query}", (*FINISHED, cutoff))
+            ]
+            self._db.execute(f"DELETE {query}", (*FINISHED, cutoff))
+        for job_id in expired:
+            self.content_path(job_id).unlink(missing_ok=True)
+        return len(expired)
+
     # Files -----------------------------------------------------------------------------------
 
     def content_path(self, job_id: str) -> Path:
@@ -274,6 +303,23 @@ class VideoStore:
         return self.directory / f"{job_id}.mp4"
 
     # Internals -------------------------------------------------------------------------------
+
+    def _job(self, row: tuple[Any, ...]) -> VideoJob:
+        values = dict(zip(COLUMNS.split(", "), row, strict=True))
+        finished = values["completed_at"]
+        expires_at = None
+        if self.retention_s is not None and finished is not None:
+            expires_at = finished + self.retention_s
+        return VideoJob(
+            **{**values, "status": JobStatus(values["status"]), "expires_at": expires_at}
+        )
+
+    def _live(self) -> tuple[str, list[Any]]:
+        """A WHERE condition that leaves out expired jobs, and its arguments."""
+        if self.retention_s is None:
+            return "1", []
+        cutoff = int(self._clock()) - self.retention_s
+        return "NOT (status IN (?, ?) AND completed_at <= ?)", [*FINISHED, cutoff]
 
     def _check_id(self, job_id: str) -> None:
         if not is_job_id(job_id):
@@ -299,9 +345,8 @@ class VideoStore:
                     JobStatus.FAILED.value,
                     SERVER_RESTARTED,
                     "the server restarted before this job finished; submit it again",
-                    int(time.time()),
-                    JobStatus.QUEUED.value,
-                    JobStatus.IN_PROGRESS.value,
+                    int(self._clock()),
+                    *UNFINISHED,
                 ),
             )
             completed = {

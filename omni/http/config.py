@@ -19,6 +19,7 @@ class ServerConfig:
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <api_key>"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     storage_path: Path = DEFAULT_STORAGE_PATH  # video jobs and their files
+    video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
     access_log: bool = False
 
     def __post_init__(self) -> None:
@@ -28,3 +29,5 @@ class ServerConfig:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key must not be empty")
+        if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
+            raise ValueError("video_retention_seconds must be at least 1")

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MIN_POLL_AFTER_MS = 200
 MAX_POLL_AFTER_MS = 5000
 CANCEL_TIMEOUT_S = 10.0
+MAX_SWEEP_INTERVAL_S = 300.0
 LIMIT_DIGITS = re.compile(r"[0-9]+")  # str.isdigit takes "²", which int() refuses
 
 
@@ -130,14 +131,33 @@ def add_video_routes(app: web.Application) -> None:
 
 
 async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
-    store = await asyncio.to_thread(VideoStore, app[SERVER_CONFIG].storage_path)
+    config = app[SERVER_CONFIG]
+    store = await asyncio.to_thread(VideoStore, config.storage_path, config.video_retention_seconds)
     jobs = VideoJobs(app[ENGINE], store)
     app[VIDEO_JOBS] = jobs
+    sweeper = asyncio.create_task(sweep_expired(store)) if store.retention_s else None
     try:
         yield
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])
         await jobs.close()
         await asyncio.to_thread(store.close)
+
+
+async def sweep_expired(store: VideoStore) -> None:
+    """Reclaim expired jobs' disk space; the store already hides them once they expire."""
+    interval = min(MAX_SWEEP_INTERVAL_S, store.retention_s / 4)
+    while True:
+        try:
+            removed = await asyncio.to_thread(store.delete_expired)
+        except Exception:  # a full disk or a locked file must not end the sweeps
+            logger.exception("removing expired video jobs failed")
+        else:
+            if removed:
+                logger.info("removed %d expired video job(s)", removed)
+        await asyncio.sleep(interval)
 
 
 # Handlers -------------------------------------------------------------------------------------

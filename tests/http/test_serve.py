@@ -28,6 +28,7 @@ EVERY_FLAG = [
     "--api-key", "sk-flag",
     "--max-body-bytes", "4096",
     "--storage-path", "/srv/omni",
+    "--video-retention-seconds", "86400",
     "--access-log",
 ]  # fmt: skip
 
@@ -60,6 +61,7 @@ def test_flags_set_their_fields() -> None:
     )
     assert (config.host, config.port, config.api_key) == ("0.0.0.0", 9001, "sk-flag")
     assert (config.max_body_bytes, config.storage_path) == (4096, Path("/srv/omni"))
+    assert config.video_retention_seconds == 86400
     assert config.access_log
 
 

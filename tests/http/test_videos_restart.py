@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess, server_thread, video_config
+from tests.http.servers import (
+    VIDEO_SERVED_NAME,
+    ServerProcess,
+    server_thread,
+    video_config,
+    wait_until,
+)
 from tests.http.test_videos import (
     LONG_JOB,
     assert_error,
@@ -56,3 +63,29 @@ def test_a_restarted_server_lists_and_serves_finished_jobs_and_fails_running_one
     assert interrupted["status"] == "failed"
     assert interrupted["error"]["code"] == "server_restarted"
     assert assert_error(interrupted_content, 404, "failed")["code"] == "video_failed"
+
+
+def test_finished_jobs_expire_after_the_retention_and_leave_the_disk(
+    tiny_wan_dir: Path, tmp_path: Path
+) -> None:
+    storage = tmp_path / "storage"
+    config = replace(video_config(tiny_wan_dir, storage), video_retention_seconds=1)
+    with server_thread(config) as server:
+        job = create(server.url, **KEPT_JOB).json()
+        done = wait_for_job(server.url, job["id"])
+        mp4 = storage / f"{job['id']}.mp4"
+        kept_file = mp4.is_file()
+
+        def gone() -> bool:
+            record = requests.get(f"{server.url}/v1/videos/{job['id']}", timeout=10)
+            return record.status_code == 404
+
+        wait_until(gone, 10, "the job to expire")
+        wait_until(lambda: not mp4.exists(), 10, "the sweep to remove its file")
+        listed = requests.get(f"{server.url}/v1/videos", timeout=10).json()["data"]
+        content = requests.get(f"{server.url}/v1/videos/{job['id']}/content", timeout=10)
+
+    assert done["status"] == "completed" and kept_file
+    assert done["expires_at"] == done["completed_at"] + 1
+    assert listed == []
+    assert_error(content, 404)
