@@ -319,7 +319,8 @@ class VideoStore:
         if self.retention_s is None:
             return "1", []
         cutoff = int(self._clock()) - self.retention_s
-        return "NOT (status IN (?, ?) AND completed_at <= ?)", [*FINISHED, cutoff]
+        expired = "status IN (?, ?) AND completed_at IS NOT NULL AND completed_at <= ?"
+        return f"NOT ({expired})", [*FINISHED, cutoff]
 
     def _check_id(self, job_id: str) -> None:
         if not is_job_id(job_id):
@@ -332,7 +333,11 @@ class VideoStore:
                 "SELECT created_at, seq FROM videos WHERE id = ?", (after,)
             ).fetchone()
         if row is None:
-            raise InvalidRequestError(f"after: no video job {after!r}", param="after")
+            raise InvalidRequestError(
+                f"after: no video job {after!r} (deleted or expired?); list again without "
+                "after to start over",
+                param="after",
+            )
         return row
 
     def _recover(self) -> None:

@@ -91,7 +91,7 @@ class AsyncEngine:
             raise InvalidRequestError(
                 f"{made} is {pixels:,} pixels, over this server's limit of {limit:,} per image "
                 "or video (--max-output-pixels)",
-                param="size",
+                param="size" if params.width * params.height > limit else "num_frames",
             )
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
@@ -160,6 +160,12 @@ class AsyncEngine:
     ) -> list[Request]:
         """Validated requests; raises before anything is submitted."""
         limit = self.config.max_num_running + self.config.max_num_waiting
+        if len(params) > limit:  # never servable: waiting for room would not help
+            raise InvalidRequestError(
+                f"{len(params)} outputs in one request is more than this server holds at once "
+                f"({limit}: --max-num-running plus --max-num-waiting)",
+                param="n",
+            )
         if len(self._streams) + len(params) > limit:
             raise EngineOverloadedError(f"the engine already holds {len(self._streams)} requests")
         requests = []

@@ -149,12 +149,18 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
 async def sweep_expired(store: VideoStore) -> None:
     """Reclaim expired jobs' disk space; the store already hides them once they expire."""
     interval = min(MAX_SWEEP_INTERVAL_S, store.retention_s / 4)
+    failing = False
     while True:
         try:
             removed = await asyncio.to_thread(store.delete_expired)
         except Exception:  # a full disk or a locked file must not end the sweeps
-            logger.exception("removing expired video jobs failed")
+            if not failing:  # once per run of failures, not every interval
+                logger.exception("removing expired video jobs failed; retrying every %gs", interval)
+            failing = True
         else:
+            if failing:
+                logger.info("removing expired video jobs works again")
+            failing = False
             if removed:
                 logger.info("removed %d expired video job(s)", removed)
         await asyncio.sleep(interval)

@@ -502,10 +502,11 @@ def ensure_builtin(name: str, cache_dir: Path | None = None) -> Path:
         raise KeyError(f"unknown built-in model {name!r}; known: {known}")
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
     target = root / name
+    if root.is_dir():
+        _sweep_leftovers(root, name)
     if is_complete(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    _sweep_leftovers(root, name)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=root))
     staging.chmod(0o755)
     try:

@@ -138,11 +138,12 @@ def test_the_images_of_one_request_are_queued_together_or_refused_together(
 ) -> None:
     limits = {"max_num_running": 1, "max_num_waiting": 1}
     with server_thread(config(tiny_flux_dir, engine=limits)) as server:
-        too_many = post_image(server.url, n=3)  # one would run and two wait: over the limit
+        never_fits = post_image(server.url, n=3)  # more than running + waiting can hold
         fits = post_image(server.url, n=2)  # one takes the free running slot, one waits
         counters = stats(server.url)
 
-    assert assert_error_body(too_many, 503)["error"]["code"] == "engine_overloaded"
+    error = assert_error_body(never_fits, 400)["error"]
+    assert error["param"] == "n" and "--max-num-running plus --max-num-waiting" in error["message"]
     assert fits.status_code == 200, fits.text
     assert counters["num_finished"] == 2
     assert len(fits.json()["data"]) == 2

@@ -69,7 +69,8 @@ def test_finished_jobs_expire_after_the_retention_and_leave_the_disk(
     tiny_wan_dir: Path, tmp_path: Path
 ) -> None:
     storage = tmp_path / "storage"
-    config = replace(video_config(tiny_wan_dir, storage), video_retention_seconds=1)
+    # 3 s: completed_at is a whole second, so a job lives between 2 and 3 s after it finishes.
+    config = replace(video_config(tiny_wan_dir, storage), video_retention_seconds=3)
     with server_thread(config) as server:
         job = create(server.url, **KEPT_JOB).json()
         done = wait_for_job(server.url, job["id"])
@@ -86,6 +87,6 @@ def test_finished_jobs_expire_after_the_retention_and_leave_the_disk(
         content = requests.get(f"{server.url}/v1/videos/{job['id']}/content", timeout=10)
 
     assert done["status"] == "completed" and kept_file
-    assert done["expires_at"] == done["completed_at"] + 1
+    assert done["expires_at"] == done["completed_at"] + 3
     assert listed == []
     assert_error(content, 404)

@@ -1,9 +1,9 @@
 """The seed's curl examples as written, at the seed's sizes, with only the port changed.
 
 They ask for 81 frames at 1280x720 (one with 40 steps) and at 854x480, so even the tiny Wan
-models take minutes on a 2-core CPU, most of it in the VAE: marked slow (`-m "not slow"` skips
-them for a quick loop; the README's test command and CI run them). Text-to-video runs on the
-built-in `omni-tiny-video` started as the README starts it, `python -m omni.serve`.
+models take minutes on a 2-core CPU, most of it in the VAE: marked slow. `-m "not slow"` skips
+them for a quick loop; the README's test command, and so `.ci/run`, runs them. Text-to-video
+runs on the built-in `omni-tiny-video` started as the README starts it, `python -m omni.serve`.
 """
 
 from __future__ import annotations

@@ -248,7 +248,10 @@ def test_ensure_builtin_sweeps_what_killed_builds_left(tmp_path: Path) -> None:
     for directory in (old_build, old_stale, other_model):
         os.utime(directory, (an_hour_and_more_ago, an_hour_and_more_ago))
 
-    tiny.ensure_builtin("omni-tiny", cache_dir=tmp_path)
+    tiny.ensure_builtin("omni-tiny", cache_dir=tmp_path)  # swept while building
+    (old_build / "transformer").mkdir(parents=True)  # killed again, after the model was built
+    os.utime(old_build, (an_hour_and_more_ago, an_hour_and_more_ago))
+    tiny.ensure_builtin("omni-tiny", cache_dir=tmp_path)  # swept though nothing is built
 
     left = {entry.name for entry in tmp_path.iterdir()}
     assert left == {live_build.name, other_model.name, "omni-tiny"}
