@@ -296,7 +296,7 @@ def load_pipeline(
 ) -> tuple[DiffusionPipeline, torch.device, ServingDefaults]:
     config = EngineConfig(model=model, device=device, dtype=dtype)
     model_dir = resolve_model_dir(model)
-    pipe = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=config.torch_dtype)
+    pipe = DiffusionPipeline.from_pretrained(model_dir, dtype=config.torch_dtype)
     pipe = pipe.to(config.torch_device)
     pipe.set_progress_bar_config(disable=True)
     side = pipe.default_sample_size * pipe.vae_scale_factor

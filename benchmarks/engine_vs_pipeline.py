@@ -92,7 +92,7 @@ def main() -> None:
 
     device = str(config.torch_device)
     pipe = FluxPipeline.from_pretrained(
-        resolve_model_dir(args.model), torch_dtype=config.torch_dtype
+        resolve_model_dir(args.model), dtype=config.torch_dtype
     ).to(device)
     pipe.set_progress_bar_config(disable=True)
     run_pipeline(pipe, params[:2], device)  # warm-up

@@ -54,7 +54,7 @@ class FluxAdapter(FamilyAdapter):
         self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
     ) -> None:
         super().__init__(name, device, dtype)
-        self.pipe = FluxPipeline.from_pretrained(model_dir, torch_dtype=dtype).to(device)
+        self.pipe = FluxPipeline.from_pretrained(model_dir, dtype=dtype).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.scheduler_config = dict(self.pipe.scheduler.config)
         check_scheduler_config(self.scheduler_config)

@@ -122,7 +122,7 @@ class WanAdapter(FamilyAdapter):
         super().__init__(name, device, dtype)
         # Wan's VAE is meant to run in float32 whatever the transformer's precision.
         dtypes = {"default": dtype, "vae": torch.float32}
-        self.pipe = DiffusionPipeline.from_pretrained(model_dir, torch_dtype=dtypes).to(device)
+        self.pipe = DiffusionPipeline.from_pretrained(model_dir, dtype=dtypes).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         pipe = self.pipe
         if pipe.transformer is None:
