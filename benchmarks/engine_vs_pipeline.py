@@ -91,9 +91,9 @@ def main() -> None:
     engine_times, stats = asyncio.run(run_engine(config, params, args.repeats))
 
     device = str(config.torch_device)
-    pipe = FluxPipeline.from_pretrained(
-        resolve_model_dir(args.model), dtype=config.torch_dtype
-    ).to(device)
+    pipe = FluxPipeline.from_pretrained(resolve_model_dir(args.model), dtype=config.torch_dtype).to(
+        device
+    )
     pipe.set_progress_bar_config(disable=True)
     run_pipeline(pipe, params[:2], device)  # warm-up
     pipeline_times = [run_pipeline(pipe, params, device) for _ in range(args.repeats)]
