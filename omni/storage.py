@@ -231,8 +231,7 @@ class VideoStore:
                     JobStatus.IN_PROGRESS.value,
                     max(0, min(99, progress)),
                     job_id,
-                    JobStatus.QUEUED.value,
-                    JobStatus.IN_PROGRESS.value,
+                    *UNFINISHED,
                 ),
             )
 
@@ -247,8 +246,7 @@ class VideoStore:
                     message,
                     int(self._clock()),
                     job_id,
-                    JobStatus.QUEUED.value,
-                    JobStatus.IN_PROGRESS.value,
+                    *UNFINISHED,
                 ),
             )
 
@@ -264,8 +262,7 @@ class VideoStore:
                     JobStatus.COMPLETED.value,
                     int(self._clock()),
                     job_id,
-                    JobStatus.QUEUED.value,
-                    JobStatus.IN_PROGRESS.value,
+                    *UNFINISHED,
                 ),
             ).rowcount
         if not updated:
