@@ -242,11 +242,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--engine-model", help="run the omni.engine path on this model too")
     parser.add_argument("--no-engine", action="store_true", help="skip the omni.engine path")
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--profile-json", type=Path, help="only write a simulator profile here")
+    parser.add_argument("--profile-sides", type=int, nargs="+", default=[32, 48, 64, 96, 128])
     args = parser.parse_args(argv)
 
     quiet_libraries()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if args.profile_json:
+        write_sim_profile(args)
+        return
     arch = get_arch(args.arch)
     device = choose_device(arch, args.device)
     args.repeats = args.repeats or (5 if device.type == "cuda" else 20)
@@ -280,6 +285,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     stem.with_name(stem.name + ".json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     written = plot(report, stem.with_name(stem.name + ".png"))
     print(f"wrote {stem}.json and {written}", file=sys.stderr)
+
+
+def write_sim_profile(args: argparse.Namespace) -> None:
+    """The simulator's cost model of a built-in model, measured here (benchmarks.simulate)."""
+    from benchmarks.sim_measure import measure_profile
+
+    model = args.engine_model or get_arch(args.arch).builtin_model
+    batches = sorted({1, 2, 4, 8, 16, 32, *args.batch_sizes})
+    profile = measure_profile(model, args.profile_sides, batches, args.repeats or 15)
+    args.profile_json.parent.mkdir(parents=True, exist_ok=True)
+    args.profile_json.write_text(json.dumps(profile, indent=1) + "\n")
+    print(f"wrote {args.profile_json} in {profile['measured_in_s']:.0f} s", file=sys.stderr)
 
 
 def quiet_libraries() -> None:

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from omni.scheduler import SchedulerConfig
+from omni.scheduler.scheduler import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_NUM_RUNNING,
+    DEFAULT_MAX_NUM_WAITING,
+    DEFAULT_MAX_STARVATION_STEPS,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "xformers")
@@ -18,9 +24,14 @@ class EngineConfig:
     served_model_name: str | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    max_batch_size: int = 8
-    max_num_running: int = 64
-    max_num_waiting: int = 256
+    max_num_batched_tokens: int | None = None  # None: the knee of a start-up profile
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_num_running: int = DEFAULT_MAX_NUM_RUNNING
+    max_num_waiting: int = DEFAULT_MAX_NUM_WAITING
+    scheduling_policy: str = "fcfs"
+    max_starvation_steps: int = DEFAULT_MAX_STARVATION_STEPS
+    overlap_stages: bool = True  # encode and decode on a worker thread beside the forward
+    profile_seconds: float = 10.0  # start-up profile's time limit; 0 skips it
     cfg_parallel_size: int = 1
     attention_backend: str = "auto"
     max_output_pixels: int | None = None  # width x height x frames of one output; None: no cap
@@ -36,6 +47,8 @@ class EngineConfig:
             raise ValueError("cfg_parallel_size must be 1 or 2")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}")
+        if self.profile_seconds < 0:
+            raise ValueError("profile_seconds must not be negative")
         if self.max_output_pixels is not None and self.max_output_pixels < 1:
             raise ValueError("max_output_pixels must be at least 1")
         _ = self.scheduler_config  # SchedulerConfig validates the queue limits
@@ -59,7 +72,10 @@ class EngineConfig:
     @property
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(
+            max_num_batched_tokens=self.max_num_batched_tokens,
             max_batch_size=self.max_batch_size,
             max_num_running=self.max_num_running,
             max_num_waiting=self.max_num_waiting,
+            policy=self.scheduling_policy,
+            max_starvation_steps=self.max_starvation_steps,
         )

@@ -115,3 +115,33 @@ def euler_step(
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: move from the unconditional prediction towards the conditional."""
     return uncond + scale * (cond - uncond)
+
+
+def step_sizes(sigmas: torch.Tensor) -> list[float]:
+    """sigma_next - sigma for every step, in float32 like diffusers, as Python floats."""
+    sigmas = sigmas.detach().to("cpu", torch.float32)
+    return (sigmas[1:] - sigmas[:-1]).tolist()
+
+
+def euler_steps(
+    latents: list[torch.Tensor], velocities: list[torch.Tensor], sizes: list[float]
+) -> list[torch.Tensor]:
+    """`euler_step` for a whole batch of requests of any shapes, in two multi-tensor operations.
+
+    sizes[i] is request i's sigma_next - sigma. As in `euler_step`, the step size is rounded to
+    the velocity's dtype before the product (a 0-d float32 tensor times a bfloat16 one is
+    computed in bfloat16), and the sum is taken in float32 and rounded once.
+    """
+    if velocities and velocities[0].dtype != torch.float32:
+        sizes = torch.tensor(sizes, dtype=velocities[0].dtype).tolist()
+    moved = torch._foreach_add(latents, torch._foreach_mul(velocities, sizes))
+    pairs = zip(moved, velocities, strict=True)
+    return [x if x.dtype == v.dtype else x.to(v.dtype) for x, v in pairs]
+
+
+def cfg_combine_all(
+    cond: list[torch.Tensor], uncond: list[torch.Tensor], scales: list[float]
+) -> list[torch.Tensor]:
+    """`cfg_combine` for many requests at once: uncond + scale * (cond - uncond)."""
+    guided = torch._foreach_mul(torch._foreach_sub(cond, uncond), scales)
+    return torch._foreach_add(uncond, guided)

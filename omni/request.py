@@ -42,20 +42,23 @@ class GenerationParams:
     boundary_ratio: float | None = None
     flow_shift: float | None = None
     image: Any = None  # a PIL image conditioning image-to-video
+    priority: int | None = None  # --scheduling-policy priority: lower runs first (None: 0)
 
 
 @dataclass(eq=False)
 class Request:
-    """Scheduler fields are plain Python; the adapter fills the tensor fields."""
+    """Scheduler fields are plain Python; the adapter and the runner fill the tensor fields."""
 
     request_id: str
     params: GenerationParams
-    # One key per denoising step: requests whose current keys are equal may share a forward.
+    # One key per denoising step (the denoiser that runs it): equal keys may share a forward.
     step_keys: tuple[Hashable, ...]
     num_rows: int = 1  # rows this request adds to a forward: 2 with real CFG
+    tokens_per_row: int = 1  # sequence length of one row: what a forward's budget counts
     status: RequestStatus = RequestStatus.WAITING
     step_index: int = 0
-    last_scheduled: int = -1
+    arrival_step: int = 0  # the engine step count when it was queued
+    last_progress_step: int = 0  # the step it last ran (or arrived): what starvation counts
     error: str | None = None
 
     # Filled by the family adapter.
@@ -63,6 +66,8 @@ class Request:
     latents: Any = None
     sigmas: Any = None
     output: Any = None
+    # Filled by the runner: the sampler's per-step increments, as Python floats.
+    step_sizes: list[float] | None = None
 
     arrival_time: float = field(default_factory=time.monotonic)
     first_step_time: float | None = None
@@ -79,3 +84,11 @@ class Request:
     @property
     def is_denoised(self) -> bool:
         return self.step_index >= self.num_steps
+
+    @property
+    def remaining_steps(self) -> int:
+        return self.num_steps - self.step_index
+
+    @property
+    def rank_priority(self) -> int:
+        return self.params.priority or 0

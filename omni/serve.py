@@ -12,9 +12,20 @@ from pathlib import Path
 
 from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
 from omni.http.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, ServerConfig
+from omni.scheduler import POLICIES
 
 API_KEY_ENV = "OMNI_API_KEY"
 STORAGE_PATH_ENVS = ("OMNI_STORAGE_PATH", "VLLM_OMNI_STORAGE_PATH")  # the seed docs' name too
+DEFAULTS = EngineConfig()
+
+
+def positive_or_auto(value: str) -> int | None:
+    if value == "auto":
+        return None
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer or auto")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,17 +46,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     model.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    model.add_argument(
-        "--max-batch-size", type=int, default=8, help="rows in one forward (real CFG takes two)"
+    scheduler = parser.add_argument_group("scheduling")
+    scheduler.add_argument(
+        "--max-num-batched-tokens",
+        type=positive_or_auto,
+        default="auto",
+        help="one forward's budget: rows x padded sequence length, CFG rows included; auto "
+        "is the knee of a short profile of the model at start-up (logged, and in /v1/stats)",
     )
-    model.add_argument(
-        "--max-num-running", type=int, default=64, help="requests holding latents at once"
+    scheduler.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULTS.max_batch_size,
+        help="hard cap on rows in one forward (real CFG takes two)",
     )
-    model.add_argument(
+    scheduler.add_argument(
+        "--max-num-running",
+        type=int,
+        default=DEFAULTS.max_num_running,
+        help="requests holding latents at once",
+    )
+    scheduler.add_argument(
         "--max-num-waiting",
         type=int,
-        default=256,
+        default=DEFAULTS.max_num_waiting,
         help="queued requests; beyond this, requests get 503 with Retry-After",
+    )
+    scheduler.add_argument(
+        "--scheduling-policy",
+        choices=list(POLICIES),
+        default=DEFAULTS.scheduling_policy,
+        help="fcfs: arrival order; priority: the request field `priority`, lower first; "
+        "shortest: fewest remaining steps first",
+    )
+    scheduler.add_argument(
+        "--max-starvation-steps",
+        type=int,
+        default=DEFAULTS.max_starvation_steps,
+        help="a request not run for this many engine steps goes ahead of every other",
+    )
+    scheduler.add_argument(
+        "--no-overlap-stages",
+        dest="overlap_stages",
+        action="store_false",
+        help="encode and decode inside the engine step instead of on a worker thread",
+    )
+    scheduler.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=DEFAULTS.profile_seconds,
+        help="time limit of the start-up profile that sets --max-num-batched-tokens auto",
     )
     model.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
@@ -99,9 +149,14 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             served_model_name=args.served_model_name,
             device=args.device,
             dtype=args.dtype,
+            max_num_batched_tokens=args.max_num_batched_tokens,
             max_batch_size=args.max_batch_size,
             max_num_running=args.max_num_running,
             max_num_waiting=args.max_num_waiting,
+            scheduling_policy=args.scheduling_policy,
+            max_starvation_steps=args.max_starvation_steps,
+            overlap_stages=args.overlap_stages,
+            profile_seconds=args.profile_seconds,
             cfg_parallel_size=args.cfg_parallel_size,
             attention_backend=args.attention_backend,
             max_output_pixels=args.max_output_pixels,

@@ -174,8 +174,10 @@ class AsyncEngine:
             request_id = request_id or uuid.uuid4().hex
             if request_id in self._streams or any(r.request_id == request_id for r in requests):
                 raise ValueError(f"request {request_id} is already running")
-            step_keys, num_rows = self._engine.adapter.plan(resolved)
-            requests.append(Request(request_id, resolved, step_keys=step_keys, num_rows=num_rows))
+            adapter = self._engine.adapter
+            step_keys, num_rows = adapter.plan(resolved)
+            tokens = adapter.tokens_per_row(resolved)
+            requests.append(Request(request_id, resolved, step_keys, num_rows, tokens))
         return requests
 
     async def _next_event(self, events: asyncio.Queue[Event]) -> Event:
@@ -192,10 +194,11 @@ class AsyncEngine:
         if self.state == EngineState.DEAD:
             raise EngineNotReadyError(self.error or "the engine died")
 
-    def _publish_threadsafe(self, event: Event) -> None:
-        self._loop.call_soon_threadsafe(self._dispatch, event)
+    def _publish_threadsafe(self, events: list[Event]) -> None:
+        self._loop.call_soon_threadsafe(self._dispatch, events)
 
-    def _dispatch(self, event: Event) -> None:
-        events = self._streams.get(event.request_id)
-        if events is not None:
-            events.put_nowait(event)
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            stream = self._streams.get(event.request_id)
+            if stream is not None:
+                stream.put_nowait(event)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from omni.config import EngineConfig
-from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress, Shutdown
+from omni.engine.messages import (
+    Abort,
+    AddRequest,
+    Event,
+    Failed,
+    Finished,
+    Progress,
+    Shutdown,
+    Wakeup,
+)
+from omni.engine.profile import profile_forward
 from omni.engine.runner import Runner
+from omni.engine.stages import InlineStages, ThreadStages
 from omni.engine.stats import EngineStats
 from omni.errors import EngineNotReadyError, EngineOverloadedError, RequestAbortedError
 from omni.models import FamilyAdapter, load_model
@@ -19,7 +33,8 @@ from omni.scheduler import Scheduler, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
-Inbox = AddRequest | Abort | Shutdown
+Inbox = AddRequest | Abort | Shutdown | Wakeup
+NUM_STEP_RECORDS = 4096
 
 
 class EngineState(enum.Enum):
@@ -28,19 +43,36 @@ class EngineState(enum.Enum):
     DEAD = "dead"
 
 
-class Engine:
-    """Owns the scheduler and the runner; talks to the world only through inbox and `publish`."""
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One engine step that ran a forward: when, and how big."""
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        publish: Callable[[Event], None],
-    ) -> None:
+    step: int
+    start: float  # time.monotonic()
+    end: float
+    num_requests: int
+    num_rows: int
+    num_tokens: int  # rows x the longest row: what the budget counts
+
+
+class Engine:
+    """Owns the scheduler and the runner; talks to the world only through inbox and `publish`.
+
+    `publish` receives each step's events as one list.
+    """
+
+    def __init__(self, config: EngineConfig, publish: Callable[[list[Event]], None]) -> None:
         self.config = config
         self.publish = publish
         self.inbox: queue.SimpleQueue[Inbox] = queue.SimpleQueue()
         self.scheduler = Scheduler(config.scheduler_config)
-        self.stats = EngineStats()
+        self.stats = EngineStats(
+            scheduling_policy=config.scheduling_policy,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+        )
+        self.step_records: collections.deque[StepRecord] = collections.deque(
+            maxlen=NUM_STEP_RECORDS
+        )
         self.state = EngineState.LOADING
         self.error: str | None = None
         self.adapter: FamilyAdapter | None = None
@@ -62,6 +94,7 @@ class Engine:
     def _main(self) -> None:
         try:
             self.adapter = load_model(self.config)
+            self._set_budget(self.adapter)
             self.runner = self._make_runner(self.adapter)
             if self.state == EngineState.LOADING:  # a worker may already have died
                 self.state = EngineState.READY
@@ -72,9 +105,9 @@ class Engine:
         finally:
             self.loaded.set()
         try:
-            while self._drain_inbox(block=not self.scheduler.has_work):
-                if self.scheduler.has_work:
-                    self.step()
+            idle = True
+            while self._drain_inbox(block=idle):
+                idle = not self.step()
             self._die("the engine has been stopped")
         except BaseException as exc:
             logger.exception("engine loop died")
@@ -82,12 +115,26 @@ class Engine:
         finally:
             self.runner.close()
 
+    def _set_budget(self, adapter: FamilyAdapter) -> None:
+        """The configured token budget, or the knee of a short profile of this model here."""
+        config = self.config
+        if config.max_num_batched_tokens is not None or config.profile_seconds <= 0:
+            return
+        profile = profile_forward(adapter, config.max_batch_size, config.profile_seconds)
+        logger.info("%s", profile.describe())
+        budget = profile.max_num_batched_tokens
+        self.scheduler = Scheduler(replace(config.scheduler_config, max_num_batched_tokens=budget))
+        self.stats.max_num_batched_tokens = budget
+        self.stats.forward_profile = profile.describe()
+
     def _make_runner(self, adapter: FamilyAdapter) -> Runner:
         if self.config.cfg_parallel_size > 1:
             from omni.engine.parallel import CfgParallelRunner
 
             return CfgParallelRunner(adapter, self.config, on_worker_death=self.mark_dead)
-        return Runner(adapter)
+        if self.config.overlap_stages:
+            return Runner(adapter, ThreadStages(adapter, notify=lambda: self.submit(Wakeup())))
+        return Runner(adapter, InlineStages(adapter))
 
     def mark_dead(self, error: str) -> None:
         """Callable from any thread: waiting clients see DEAD within one liveness poll."""
@@ -95,11 +142,28 @@ class Engine:
         self.error = error
         self.state = EngineState.DEAD
 
-    def step(self) -> None:
+    def step(self) -> bool:
+        """Schedule, execute, update; False when there was nothing to do (wait for a message)."""
+        if not self.scheduler.has_work:
+            return False
         output = self.scheduler.schedule()
+        if output.is_empty and not self.runner.has_results():
+            return False
+        start = time.monotonic()
         runner_output = self.runner.execute(output)
         done = self.scheduler.update(output, runner_output)
+        if output.denoise:
+            self._record_forward(output, start)
         self._publish_step(output, done)
+        return True
+
+    def _record_forward(self, output: SchedulerOutput, start: float) -> None:
+        rows = sum(r.num_rows for r in output.denoise)
+        tokens = rows * max(r.tokens_per_row for r in output.denoise)
+        self.stats.record_batch(len(output.denoise), rows, tokens)
+        self.step_records.append(
+            StepRecord(output.step, start, time.monotonic(), len(output.denoise), rows, tokens)
+        )
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply waiting messages; False once told to shut down."""
@@ -110,7 +174,7 @@ class Engine:
                 return False
             if isinstance(message, AddRequest):
                 self._add(message.requests)
-            else:
+            elif isinstance(message, Abort):
                 self._abort(message.request_id)
             message = self._poll()
         self._count_queues()
@@ -127,8 +191,7 @@ class Engine:
             self.scheduler.add(*requests)  # the n images of one HTTP request start together
         except EngineOverloadedError as exc:
             self.stats.num_failed += len(requests)
-            for request in requests:
-                self.publish(Failed(request.request_id, str(exc), exc.code))
+            self.publish([Failed(r.request_id, str(exc), exc.code) for r in requests])
 
     def _abort(self, request_id: str) -> None:
         request = self.scheduler.abort(request_id)
@@ -136,19 +199,19 @@ class Engine:
             self.runner.release([request_id])
             self._count_queues()
             self.stats.num_aborted += 1
-            self.publish(Failed(request_id, "the request was aborted", RequestAbortedError.code))
+            self.publish([Failed(request_id, "the request was aborted", RequestAbortedError.code)])
 
     def _publish_step(self, output: SchedulerOutput, done: list[Request]) -> None:
         self._count_queues()  # before publishing: a client reading stats must see this step
-        if output.denoise:
-            self.stats.record_batch(len(output.denoise))
-        for request in output.denoise:
-            if not request.status.is_finished:
-                self.publish(Progress(request.request_id, request.step_index, request.num_steps))
+        events: list[Event] = [
+            Progress(r.request_id, r.step_index, r.num_steps)
+            for r in output.denoise
+            if not r.status.is_finished
+        ]
         for request in done:
             if request.status == RequestStatus.FINISHED:
                 self.stats.num_finished += 1
-                self.publish(
+                events.append(
                     Finished(
                         request.request_id,
                         request.params,
@@ -159,10 +222,10 @@ class Engine:
                 )
             else:
                 self.stats.num_failed += 1
-                self.publish(
-                    Failed(request.request_id, request.error or "failed", "generation_failed")
-                )
-        self._count_queues()
+                message = request.error or "failed"
+                events.append(Failed(request.request_id, message, "generation_failed"))
+        if events:
+            self.publish(events)
 
     def _count_queues(self) -> None:
         self.stats.num_running = len(self.scheduler.running)
@@ -175,12 +238,11 @@ class Engine:
         # Requests sent after death still get an answer.
         while (message := self._poll()) is not None:
             if isinstance(message, AddRequest):
-                for request in message.requests:
-                    self.publish(Failed(request.request_id, error, EngineNotReadyError.code))
+                code = EngineNotReadyError.code
+                self.publish([Failed(r.request_id, error, code) for r in message.requests])
 
     def _fail_all(self, error: str, code: str) -> None:
-        for request in [*self.scheduler.waiting, *self.scheduler.running]:
-            self.stats.num_failed += 1
-            self.publish(Failed(request.request_id, error, code))
-        self.scheduler.waiting.clear()
-        self.scheduler.running.clear()
+        requests = self.scheduler.fail_all()
+        self.stats.num_failed += len(requests)
+        if requests:
+            self.publish([Failed(r.request_id, error, code) for r in requests])

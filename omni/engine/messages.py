@@ -26,6 +26,11 @@ class Shutdown:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Wakeup:
+    """A stage finished work: the engine steps even if nothing is left to denoise."""
+
+
 # Outbox: actor -> asyncio side.
 @dataclass(frozen=True, slots=True)
 class Progress:

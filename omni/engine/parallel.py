@@ -4,7 +4,8 @@ Rank 0 owns the scheduler and the HTTP side. Every rank runs the same loop: rece
 `(method, args)` by broadcast, run it, gather. Both ranks prepare every request themselves
 (prompt encoding and seeded noise are deterministic), run their rows of the step's forward,
 all-gather the predictions and apply the same Euler update, so the request replicas stay equal
-without sending latents. Only rank 0 decodes.
+without sending latents. Only rank 0 decodes. Encoding runs inside the step here (every rank
+must encode in lockstep); decoding too.
 
 Row policy: a request with real CFG puts its conditional row on rank 0 and its unconditional
 row on rank 1; rows without a partner go to whichever rank has fewer rows so far, so the two
@@ -28,8 +29,8 @@ import torch
 import torch.distributed as dist
 
 from omni.config import EngineConfig
-from omni.engine.runner import Runner, group_by_shape, is_out_of_memory
-from omni.flow import euler_step
+from omni.engine.runner import Runner, advance
+from omni.engine.stages import InlineStages, is_out_of_memory
 from omni.models import FamilyAdapter, load_model
 from omni.models.base import Row
 from omni.request import GenerationParams, Request
@@ -49,9 +50,17 @@ class RequestSpec:
     params: GenerationParams
     step_keys: tuple[Any, ...]
     num_rows: int
+    tokens_per_row: int
+
+    @classmethod
+    def of(cls, request: Request) -> RequestSpec:
+        r = request
+        return cls(r.request_id, r.params, r.step_keys, r.num_rows, r.tokens_per_row)
 
     def build(self) -> Request:
-        return Request(self.request_id, self.params, self.step_keys, self.num_rows)
+        return Request(
+            self.request_id, self.params, self.step_keys, self.num_rows, self.tokens_per_row
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,8 @@ class RankGroup:
         )
         self.objects = dist.new_group(backend="gloo") if use_nccl else None
         self.tensor_device = device if use_nccl else torch.device("cpu")
+        self.device = device
+        self.dtype = torch.float32  # set from the model's predictions on the first step
 
     def broadcast(self, message: Any = None) -> Any:
         box = [message]
@@ -105,14 +116,28 @@ class RankGroup:
         dist.all_gather_object(values, value, group=self.objects)
         return values
 
-    def gather_rows(self, local: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-        """Every rank's rows; ranks with fewer rows pad, and padding is dropped again."""
-        padded = local.new_zeros((max(counts), *local.shape[1:]))
-        padded[: local.shape[0]] = local
-        padded = padded.to(self.tensor_device)
+    def gather_rows(
+        self, local: list[torch.Tensor], shapes: list[list[torch.Size]]
+    ) -> list[list[torch.Tensor]]:
+        """Every rank's row predictions; rows of any shapes travel flattened in one tensor."""
+        sizes = [sum(shape.numel() for shape in rank_shapes) for rank_shapes in shapes]
+        flat = torch.cat([t.reshape(-1) for t in local]) if local else None
+        padded = self._padded(flat, max(sizes)).to(self.tensor_device)
         pieces = [torch.empty_like(padded) for _ in range(WORLD_SIZE)]
         dist.all_gather(pieces, padded)
-        return [piece[:count].to(local.device) for piece, count in zip(pieces, counts, strict=True)]
+        rows = []
+        for piece, rank_shapes in zip(pieces, shapes, strict=True):
+            piece = piece.to(self.device)
+            numels = [shape.numel() for shape in rank_shapes]
+            chunks = piece[: sum(numels)].split(numels)
+            rows.append([c.view(shape) for c, shape in zip(chunks, rank_shapes, strict=True)])
+        return rows
+
+    def _padded(self, flat: torch.Tensor | None, size: int) -> torch.Tensor:
+        padded = torch.zeros(size, dtype=self.dtype, device=self.device)
+        if flat is not None:
+            padded[: flat.numel()] = flat
+        return padded
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -125,12 +150,13 @@ class ParallelStep:
     def __init__(self, adapter: FamilyAdapter, group: RankGroup) -> None:
         self.adapter = adapter
         self.group = group
+        self.stages = InlineStages(adapter)
 
     def prepare(self, requests: list[Request], failed: dict[str, str]) -> None:
         local: dict[str, str] = {}
         if requests:
             try:
-                self.adapter.prepare(requests)
+                self.stages.encode(requests)
             except Exception as exc:
                 logger.exception("prepare failed on rank %d", self.group.rank)
                 local = {r.request_id: f"{type(exc).__name__}: {exc}" for r in requests}
@@ -156,33 +182,28 @@ class ParallelStep:
             for request in requests:
                 failed[request.request_id] = f"rank {rank}: {status['error']}"
             return
-        shape = next(s["shape"] for s in statuses if s["shape"] is not None)
-        if local is None:
-            dtype = getattr(torch, next(s["dtype"] for s in statuses if s["dtype"]))
-            local = torch.empty((0, *shape[1:]), dtype=dtype, device=self.adapter.device)
-        pieces = self.group.gather_rows(local, [len(share) for share in shares])
-        prediction = torch.empty((len(rows), *shape[1:]), dtype=local.dtype, device=local.device)
+        self.group.dtype = getattr(torch, next(s["dtype"] for s in statuses if s["dtype"]))
+        row_shapes = [[rows[i].request.latents.shape for i in share] for share in shares]
+        pieces = self.group.gather_rows(local or [], row_shapes)
+        prediction: list[torch.Tensor | None] = [None] * len(rows)
         for share, piece in zip(shares, pieces, strict=True):
-            if share:
-                prediction[share] = piece
-        velocities = self.adapter.combine(requests, rows, prediction)
-        for request, velocity in zip(requests, velocities, strict=True):
-            index = request.step_index
-            request.latents = euler_step(
-                request.latents, velocity, request.sigmas[index], request.sigmas[index + 1]
-            )
+            for index, row in zip(share, piece, strict=True):
+                prediction[index] = row
+        advance(requests, self.adapter.combine(requests, rows, prediction))
 
-    def _forward(self, rows: list[Row]) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        status: dict[str, Any] = {"error": None, "oom": False, "shape": None, "dtype": None}
+    def _forward(self, rows: list[Row]) -> tuple[list[torch.Tensor] | None, dict[str, Any]]:
+        status: dict[str, Any] = {"error": None, "oom": False, "dtype": None}
         if not rows:
             return None, status
         try:
             local = self.adapter.forward(rows)
+            if isinstance(local, torch.Tensor):
+                local = list(local.split(1))
         except Exception as exc:
             logger.exception("forward failed on rank %d", self.group.rank)
             status.update(error=f"{type(exc).__name__}: {exc}", oom=is_out_of_memory(exc))
             return None, status
-        status.update(shape=tuple(local.shape), dtype=str(local.dtype).removeprefix("torch."))
+        status.update(dtype=str(local[0].dtype).removeprefix("torch."))
         return local, status
 
 
@@ -195,7 +216,7 @@ class CfgParallelRunner(Runner):
         config: EngineConfig,
         on_worker_death: Callable[[str], None],
     ) -> None:
-        super().__init__(adapter)
+        super().__init__(adapter, InlineStages(adapter))
         self._workdir = tempfile.TemporaryDirectory(prefix="omni-cfg-")
         init_file = Path(self._workdir.name) / "rendezvous"
         context = multiprocessing.get_context("spawn")
@@ -212,9 +233,7 @@ class CfgParallelRunner(Runner):
 
     def execute(self, output: SchedulerOutput) -> RunnerOutput:
         plan = StepPlan(
-            prepare=[
-                RequestSpec(r.request_id, r.params, r.step_keys, r.num_rows) for r in output.prepare
-            ],
+            prepare=[RequestSpec.of(r) for r in output.prepare],
             denoise=[(r.request_id, r.step_index) for r in output.denoise],
             release=self._released,
         )
@@ -230,11 +249,12 @@ class CfgParallelRunner(Runner):
             if not self.worker.is_alive():
                 raise RuntimeError(self._death_message()) from exc
             raise
-        with torch.inference_mode():
-            for group in group_by_shape(output.decode):
-                self._guarded(self._decode, group, failed)
-        self.release([r.request_id for r in output.decode] + list(failed))
-        return RunnerOutput(failed=failed)
+        self.stages.submit_decode(output.decode)
+        results = self.stages.collect()
+        results.failed.update(failed)
+        self.release([r.request_id for r in output.decode] + list(results.failed))
+        encoded = [r.request_id for r in output.prepare if r.request_id not in failed]
+        return RunnerOutput(encoded, results.decoded, results.failed)
 
     def release(self, request_ids: list[str]) -> None:
         self._released.extend(request_ids)
@@ -251,6 +271,7 @@ class CfgParallelRunner(Runner):
             self.worker.kill()
         self.group.close()
         self._workdir.cleanup()
+        super().close()
 
     def _watch_worker(self) -> None:
         while self.worker.is_alive():

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(slots=True)
@@ -15,20 +15,18 @@ class EngineStats:
     num_aborted: int = 0
     max_batch_size_seen: int = 0
     batch_size_counts: dict[int, int] = field(default_factory=dict)  # requests per forward
+    num_rows_run: int = 0  # rows over all forwards, CFG rows included
+    num_tokens_run: int = 0  # padded tokens over all forwards
+    scheduling_policy: str = "fcfs"
+    max_num_batched_tokens: int | None = None  # the budget in force
+    forward_profile: str | None = None  # the start-up profile the budget came from
 
-    def record_batch(self, size: int) -> None:
+    def record_batch(self, size: int, rows: int, tokens: int) -> None:
         self.num_steps_run += 1
+        self.num_rows_run += rows
+        self.num_tokens_run += tokens
         self.max_batch_size_seen = max(self.max_batch_size_seen, size)
         self.batch_size_counts[size] = self.batch_size_counts.get(size, 0) + 1
 
     def copy(self) -> EngineStats:
-        return EngineStats(
-            self.num_running,
-            self.num_waiting,
-            self.num_steps_run,
-            self.num_finished,
-            self.num_failed,
-            self.num_aborted,
-            self.max_batch_size_seen,
-            dict(self.batch_size_counts),
-        )
+        return replace(self, batch_size_counts=dict(self.batch_size_counts))

@@ -100,6 +100,7 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         guidance_scale=body.guidance_scale,
         true_cfg_scale=body.true_cfg_scale,
         seed=body.seed,
+        priority=body.priority,
         num_frames=1 if is_video else None,
     )
 

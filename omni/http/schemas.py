@@ -44,6 +44,7 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
     guidance_scale: Scale | None = None
     true_cfg_scale: Scale | None = None
     seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
+    priority: int | None = None  # --scheduling-policy priority: lower runs first
 
 
 class ImageData(msgspec.Struct):

@@ -61,6 +61,7 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flow_shift: float | None = None
     true_cfg_scale: float | None = None
     seed: int | None = None
+    priority: int | None = None
     negative_prompt: str | None = None
     enable_frame_interpolation: bool | None = None
     frame_interpolation_exp: int | None = None
@@ -98,6 +99,7 @@ class VideoForm:
             guidance_scale=body.guidance_scale,
             true_cfg_scale=body.true_cfg_scale,
             seed=body.seed,
+            priority=body.priority,
             num_frames=body.num_frames,
             fps=body.fps,
             guidance_scale_2=body.guidance_scale_2,

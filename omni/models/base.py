@@ -13,13 +13,15 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from omni.errors import InvalidRequestError
-from omni.flow import cfg_combine
+from omni.flow import cfg_combine_all
 from omni.request import GenerationParams, Request
 
 SERVING_DEFAULTS_FILE = "omni.json"
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
-MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time on the engine thread
+MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY
+MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time
+SCHEDULING_FIELDS = frozenset({"priority"})  # read by the scheduler, whatever the family
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +70,11 @@ class Row:
 class FamilyAdapter(ABC):
     """Everything model-specific: encoding, latents, the batched forward, decoding, defaults.
 
-    The runner calls `prepare` on newly admitted requests, `predict` once per step on one group
-    of compatible requests, and `decode` on requests whose steps are done. `predict` is rows ->
-    one `forward` -> `combine`, so CFG-parallel ranks can each run a share of the rows. Tensors
-    live on the request; the adapter keeps no per-request state of its own.
+    The stage thread calls `prepare` on newly admitted requests and `decode` on requests whose
+    steps are done; the engine thread calls `predict` once per step on the requests that share a
+    denoiser (any sizes). `predict` is rows -> one `forward` -> `combine`, so CFG-parallel ranks
+    can each run a share of the rows. Tensors live on the request; the adapter keeps no
+    per-request state of its own, and the two threads never touch the same modules.
     """
 
     kind: ClassVar[Literal["image", "video"]]
@@ -103,8 +106,13 @@ class FamilyAdapter(ABC):
         """The request's real-CFG scale at its current step; None when it runs without CFG."""
 
     @abstractmethod
-    def forward(self, rows: list[Row]) -> torch.Tensor:
-        """One batched transformer forward over same-group rows; result row i is rows[i]'s."""
+    def tokens_per_row(self, params: GenerationParams) -> int:
+        """The sequence length one row of this request puts through the denoiser."""
+
+    @abstractmethod
+    def forward(self, rows: list[Row]) -> list[torch.Tensor]:
+        """One batched forward over rows of one denoiser, of any sizes; one prediction per row,
+        shaped like its request's latents."""
 
     def rows(self, requests: list[Request]) -> list[Row]:
         """Conditional rows for every request, then unconditional rows for those using CFG."""
@@ -114,22 +122,29 @@ class FamilyAdapter(ABC):
     def predict(self, requests: list[Request]) -> list[torch.Tensor]:
         """One batched forward at each request's current step; one velocity per request."""
         rows = self.rows(requests)
-        return self.combine(requests, rows, self.forward(rows))
+        prediction = self.forward(rows)
+        if isinstance(prediction, torch.Tensor):  # a same-shape forward's stacked rows
+            prediction = list(prediction.split(1))
+        return self.combine(requests, rows, prediction)
 
     def combine(
-        self, requests: list[Request], rows: list[Row], prediction: torch.Tensor
+        self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]
     ) -> list[torch.Tensor]:
-        """Each request's velocity from its rows, with CFG at the request's own scale."""
+        """Each request's velocity from its rows, with CFG at each request's own scale."""
         cond: dict[int, torch.Tensor] = {}
         uncond: dict[int, torch.Tensor] = {}
-        for row, output in zip(rows, prediction.split(1), strict=True):
+        for row, output in zip(rows, prediction, strict=True):
             (uncond if row.uncond else cond)[id(row.request)] = output
-        velocities = []
-        for request in requests:
-            velocity = cond[id(request)]
-            if id(request) in uncond:
-                velocity = cfg_combine(velocity, uncond[id(request)], self.cfg_scale(request))
-            velocities.append(velocity)
+        velocities = [cond[id(r)] for r in requests]
+        guided = [i for i, r in enumerate(requests) if id(r) in uncond]
+        if guided:
+            mixed = cfg_combine_all(
+                [velocities[i] for i in guided],
+                [uncond[id(requests[i])] for i in guided],
+                [self.cfg_scale(requests[i]) for i in guided],
+            )
+            for i, velocity in zip(guided, mixed, strict=True):
+                velocities[i] = velocity
         return velocities
 
     def denoisers(self) -> list[torch.nn.Module]:
@@ -143,7 +158,8 @@ class FamilyAdapter(ABC):
     def check_fields(self, params: GenerationParams) -> None:
         for f in fields(params):
             value = getattr(params, f.name)
-            if value is not None and f.name not in self.supported_fields:
+            supported = f.name in self.supported_fields or f.name in SCHEDULING_FIELDS
+            if value is not None and not supported:
                 raise InvalidRequestError(
                     f"{f.name} is not supported by {self.kind} model {self.name}", param=f.name
                 )
@@ -186,6 +202,11 @@ class FamilyAdapter(ABC):
         seed = params.seed
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED}", param="seed")
+        priority = params.priority
+        if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidRequestError(
+                f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}", param="priority"
+            )
         if seed is None:
             params = replace(params, seed=secrets.randbelow(2**32))
         return params

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers import FluxPipeline
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_flux import FluxAttention, _get_qkv_projections
 
 from omni.flow import (
     check_scheduler_config,
@@ -17,6 +19,8 @@ from omni.flow import (
     model_timesteps,
 )
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
+from omni.models.text_cache import TextEmbeddingCache
 from omni.request import GenerationParams, Request
 
 MAX_SEQUENCE_LENGTH = 512
@@ -70,6 +74,7 @@ class FluxAdapter(FamilyAdapter):
             guidance_scale=3.5,
         )
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
+        self.text_cache = TextEmbeddingCache(self._encode_texts)
 
     @property
     def info(self) -> ModelInfo:
@@ -98,8 +103,12 @@ class FluxAdapter(FamilyAdapter):
         )
 
     def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        key = ("flux", params.height, params.width)
+        key = ("flux",)  # one denoiser: every size shares the forward
         return (key,) * params.num_inference_steps, 2 if uses_true_cfg(params) else 1
+
+    def tokens_per_row(self, params: GenerationParams) -> int:
+        height, width = self._latent_size(params)
+        return (height // 2) * (width // 2) + self.max_sequence_length
 
     def _latent_size(self, params: GenerationParams) -> tuple[int, int]:
         return params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
@@ -109,15 +118,10 @@ class FluxAdapter(FamilyAdapter):
         prompts = [r.params.prompt for r in requests] + [
             r.params.negative_prompt for r in negatives
         ]
-        embeds, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompts,
-            prompt_2=None,
-            device=self.device,
-            max_sequence_length=self.max_sequence_length,
-        )
+        texts = self.text_cache(prompts)
         num_channels = self.pipe.transformer.config.in_channels // 4
-        for index, request in enumerate(requests):
-            request.cond = FluxCond(embeds[index : index + 1], pooled[index : index + 1])
+        for (embeds, pooled), request in zip(texts, requests, strict=False):
+            request.cond = FluxCond(embeds, pooled)
             height, width = self._latent_size(request.params)
             noise = seeded_noise(
                 (1, num_channels, height, width), request.params.seed, embeds.dtype
@@ -130,35 +134,90 @@ class FluxAdapter(FamilyAdapter):
                 self.scheduler_config,
                 image_seq_len=request.latents.shape[1],
             ).to(self.device)
-        for offset, request in enumerate(negatives, start=len(requests)):
-            request.cond.negative_embeds = embeds[offset : offset + 1]
-            request.cond.negative_pooled = pooled[offset : offset + 1]
+        for (embeds, pooled), request in zip(texts[len(requests) :], negatives, strict=True):
+            request.cond.negative_embeds = embeds
+            request.cond.negative_pooled = pooled
+
+    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, pooled, _ = self.pipe.encode_prompt(
+            prompt=texts,
+            prompt_2=None,
+            device=self.device,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return embeds, pooled
 
     def cfg_scale(self, request: Request) -> float | None:
         return request.params.true_cfg_scale if uses_true_cfg(request.params) else None
 
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         embeds, pooled = [], []
         for row in rows:
             cond = row.request.cond
             embeds.append(cond.negative_embeds if row.uncond else cond.prompt_embeds)
             pooled.append(cond.negative_pooled if row.uncond else cond.pooled)
-        latents = torch.cat([r.request.latents for r in rows])
+        latents = [r.request.latents for r in rows]
         sigmas = torch.stack([r.request.sigmas[r.request.step_index] for r in rows])
         guidance = None
         if self.has_guidance_embeds:
             scales = [r.request.params.guidance_scale for r in rows]
             guidance = torch.tensor(scales, dtype=torch.float32, device=self.device)
-        return self.pipe.transformer(
-            hidden_states=latents,
-            timestep=model_timesteps(sigmas, latents.dtype),
+        inputs = dict(
+            timestep=model_timesteps(sigmas, latents[0].dtype),
             guidance=guidance,
             pooled_projections=torch.cat(pooled),
+            return_dict=False,
+        )
+        if len({(x.shape, e.shape) for x, e in zip(latents, embeds, strict=True)}) > 1:
+            return self._forward_padded(rows, latents, embeds, inputs)
+        prediction = self.pipe.transformer(
+            hidden_states=torch.cat(latents),
             encoder_hidden_states=torch.cat(embeds),
             txt_ids=self._text_ids(embeds[0].shape[1]),
             img_ids=self._image_ids_for(rows[0].request.params),
-            return_dict=False,
+            **inputs,
         )[0]
+        return list(prediction.split(1))
+
+    def _forward_padded(
+        self,
+        rows: list[Row],
+        latents: list[torch.Tensor],
+        embeds: list[torch.Tensor],
+        inputs: dict[str, Any],
+    ) -> list[torch.Tensor]:
+        """Rows of different sizes in one forward: image tokens padded to the longest row, each
+        row rotated by its own positions, padded text and image keys masked out."""
+        transformer = self.pipe.transformer
+        hidden, image_valid = pad_rows(latents)
+        text, text_valid = pad_rows(embeds)
+        text_ids = self._text_ids(text.shape[1])
+        tables: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        for row in rows:
+            params = row.request.params
+            if self._latent_size(params) not in tables:
+                ids = torch.cat([text_ids, self._image_ids_for(params)])
+                tables[self._latent_size(params)] = transformer.pos_embed(ids)
+        row_tables = [tables[self._latent_size(row.request.params)] for row in rows]
+        cos, _ = pad_rows([table[0][None] for table in row_tables])
+        sin, _ = pad_rows([table[1][None] for table in row_tables])
+        mask = key_mask(torch.cat([text_valid, image_valid], dim=1), hidden.dtype)
+        processors = {
+            module: _PaddedFluxAttnProcessor(module.processor, cos, sin, mask)
+            for module in transformer.modules()
+            if isinstance(module, FluxAttention)
+        }
+        longest = max(range(len(rows)), key=lambda index: latents[index].shape[1])
+        with processors_replaced(processors):
+            prediction = transformer(
+                hidden_states=hidden,
+                encoder_hidden_states=text,
+                txt_ids=text_ids,
+                # Sized like the padded batch; the processors use the rows' own tables instead.
+                img_ids=self._image_ids_for(rows[longest].request.params),
+                **inputs,
+            )[0]
+        return unpad(prediction, [x.shape[1] for x in latents])
 
     def denoisers(self) -> list[torch.nn.Module]:
         return [self.pipe.transformer]
@@ -185,3 +244,57 @@ class FluxAdapter(FamilyAdapter):
         latents = latents / vae_config.scaling_factor + vae_config.shift_factor
         images = self.pipe.vae.decode(latents, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(images, output_type="pil")
+
+
+class _PaddedFluxAttnProcessor:
+    """FluxAttnProcessor over rows padded to one length: row b is rotated by its own [S, D]
+    rotary table (cos[b], sin[b]) and attends only to its unmasked keys. The transformer's
+    single `image_rotary_emb` is ignored."""
+
+    def __init__(
+        self, replaced: Any, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        self.backend = masked_backend(getattr(replaced, "_attention_backend", None))
+        self.cos, self.sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads
+        self.mask = mask
+
+    def __call__(
+        self,
+        attn: FluxAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: Any = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        query, key, value, text_query, text_key, text_value = _get_qkv_projections(
+            attn, hidden_states, encoder_hidden_states
+        )
+        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        if attn.added_kv_proj_dim is not None:
+            text_query = attn.norm_added_q(text_query.unflatten(-1, (-1, attn.head_dim)))
+            text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
+            query = torch.cat([text_query, query], dim=1)
+            key = torch.cat([text_key, key], dim=1)
+            value = torch.cat([text_value.unflatten(-1, (-1, attn.head_dim)), value], dim=1)
+        hidden_states = dispatch_attention_fn(
+            self._rotate(query),
+            self._rotate(key),
+            value,
+            attn_mask=self.mask,
+            backend=self.backend,
+        )
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return hidden_states
+        text_len = encoder_hidden_states.shape[1]
+        text, image = hidden_states[:, :text_len], hidden_states[:, text_len:]
+        image = attn.to_out[1](attn.to_out[0](image.contiguous()))
+        return image, attn.to_add_out(text.contiguous())
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """diffusers' apply_rotary_emb (interleaved pairs), with a table per row."""
+        real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        rotated = torch.stack([-imag, real], dim=-1).flatten(3)
+        return (x.float() * self.cos + rotated.float() * self.sin).to(x.dtype)

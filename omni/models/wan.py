@@ -36,6 +36,8 @@ from PIL import Image
 from omni.errors import InvalidRequestError
 from omni.flow import check_scheduler_config, flow_sigmas, scheduler_default_sigmas
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.text_cache import TextEmbeddingCache
+from omni.models.wan_varlen import padded_forward
 from omni.request import GenerationParams, Request
 
 MAX_SEQUENCE_LENGTH = 512
@@ -161,6 +163,7 @@ class WanAdapter(FamilyAdapter):
             fps=16,
         )
         self.default_boundary_ratio = pipe.config.get("boundary_ratio")
+        self.text_cache = TextEmbeddingCache(self._encode_texts)
 
     @property
     def info(self) -> ModelInfo:
@@ -245,11 +248,16 @@ class WanAdapter(FamilyAdapter):
                 )
 
     def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        latent_size = self._latent_shape(params)[2:]
         experts = self._experts(params)
-        keys = tuple(("wan", *latent_size, expert) for expert in experts)
+        keys = tuple(("wan", expert) for expert in experts)  # any size shares its expert
         uses_cfg = any(guidance_for(params, expert) is not None for expert in set(experts))
         return keys, 2 if uses_cfg else 1
+
+    def tokens_per_row(self, params: GenerationParams) -> int:
+        """Video tokens; the text enters by cross-attention, a smaller share of the cost."""
+        _, _, frames, height, width = self._latent_shape(params)
+        patch_t, patch_h, patch_w = self.experts[0].config.patch_size
+        return (frames // patch_t) * (height // patch_h) * (width // patch_w)
 
     def _latent_shape(self, params: GenerationParams) -> tuple[int, ...]:
         num_latent_frames = (params.num_frames - 1) // self.temporal + 1
@@ -278,14 +286,9 @@ class WanAdapter(FamilyAdapter):
     def prepare(self, requests: list[Request]) -> None:
         texts = [r.params.prompt for r in requests]
         texts += [r.params.negative_prompt or "" for r in requests if r.num_rows == 2]
-        unique = list(dict.fromkeys(texts))
-        embeds, _ = self.pipe.encode_prompt(
-            unique,
-            do_classifier_free_guidance=False,
-            max_sequence_length=self.max_sequence_length,
-            device=self.device,
-        )
-        embeds_of = dict(zip(unique, embeds.to(self.experts[0].dtype).split(1), strict=True))
+        embeds_of = {
+            text: embeds for text, (embeds,) in zip(texts, self.text_cache(texts), strict=True)
+        }
         conditions = self._image_conditions(requests) if self.is_image_to_video else {}
         for request in requests:
             params = request.params
@@ -296,6 +299,15 @@ class WanAdapter(FamilyAdapter):
             noise = seeded_noise(self._latent_shape(params), params.seed, torch.float32)
             request.latents = noise.to(self.device)
             request.sigmas = self._sigmas(params).to(self.device)
+
+    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor]:
+        embeds, _ = self.pipe.encode_prompt(
+            texts,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.device,
+        )
+        return (embeds.to(self.experts[0].dtype),)
 
     def _image_conditions(self, requests: list[Request]) -> dict[int, torch.Tensor]:
         """WanImageToVideoPipeline's condition: first-frame mask channels + the encoded clip
@@ -329,24 +341,35 @@ class WanAdapter(FamilyAdapter):
     def cfg_scale(self, request: Request) -> float | None:
         return guidance_for(request.params, request.batch_key[-1])
 
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         model = self.experts[rows[0].request.batch_key[-1]]
         requests = [row.request for row in rows]
-        hidden = torch.cat([r.latents for r in requests])
-        if self.is_image_to_video:
-            condition = torch.cat([r.cond.image_condition for r in requests])
-            hidden = torch.cat([hidden, condition], dim=1)
         embeds = [
             row.request.cond.negative_embeds if row.uncond else row.request.cond.prompt_embeds
             for row in rows
         ]
         sigmas = torch.stack([r.sigmas[r.step_index] for r in requests])
-        return model(
+        timestep = self._timesteps(sigmas)
+        if len({(r.latents.shape, e.shape) for r, e in zip(requests, embeds, strict=True)}) > 1:
+            hidden = [self._model_input(r).to(model.dtype) for r in requests]
+            return padded_forward(model, hidden, timestep, embeds)
+        hidden = torch.cat([r.latents for r in requests])
+        if self.is_image_to_video:
+            condition = torch.cat([r.cond.image_condition for r in requests])
+            hidden = torch.cat([hidden, condition], dim=1)
+        prediction = model(
             hidden_states=hidden.to(model.dtype),
-            timestep=self._timesteps(sigmas),
+            timestep=timestep,
             encoder_hidden_states=torch.cat(embeds),
             return_dict=False,
         )[0]
+        return list(prediction.split(1))
+
+    def _model_input(self, request: Request) -> torch.Tensor:
+        """The transformer's input for one request: image-to-video adds the image condition."""
+        if not self.is_image_to_video:
+            return request.latents
+        return torch.cat([request.latents, request.cond.image_condition], dim=1)
 
     def denoisers(self) -> list[torch.nn.Module]:
         return [expert for expert in self.experts if expert is not None]

@@ -1,8 +1,14 @@
 """Step scheduler: which requests run the next denoising step, and together with whom.
 
-CPU bookkeeping only. Every step it admits waiting requests (they run their first step in the
-very next batch), picks one group of requests that may share a forward pass, and moves each
-request's progress on from what the runner reports.
+CPU bookkeeping only. Every step it walks the live requests in the policy's order and gives each
+a place in the forward of its denoiser (its batch key) while that forward's budget lasts:
+`max_num_batched_tokens` (rows x padded sequence length, CFG rows included) and
+`max_batch_size` rows. A waiting request that gets a place is admitted (sent to be encoded);
+a running request that gets none sits this step out and keeps its latents (pre-emption). Under
+`fcfs` every admitted request fits, so every running request takes part in every step.
+
+Encoding and decoding are stages outside the forward: the scheduler hands requests to them
+(`prepare`, `decode`) and learns from the runner's output when they are ready to denoise or done.
 """
 
 from __future__ import annotations
@@ -14,48 +20,84 @@ from dataclasses import dataclass, field
 
 from omni.errors import EngineOverloadedError
 from omni.request import Request, RequestStatus
+from omni.scheduler.policy import POLICIES, ranked
+
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_NUM_RUNNING = 64
+DEFAULT_MAX_NUM_WAITING = 256
+DEFAULT_MAX_STARVATION_STEPS = 64
 
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    max_batch_size: int = 8  # rows in one forward; a request with real CFG takes two
-    max_num_running: int = 64  # requests holding latents at once
-    max_num_waiting: int = 256
+    max_num_batched_tokens: int | None = None  # None: only max_batch_size bounds a forward
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows in one forward; real CFG takes two
+    max_num_running: int = DEFAULT_MAX_NUM_RUNNING  # requests holding latents at once
+    max_num_waiting: int = DEFAULT_MAX_NUM_WAITING
+    policy: str = "fcfs"
+    max_starvation_steps: int = DEFAULT_MAX_STARVATION_STEPS
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_num_running", "max_num_waiting"):
+        names = ("max_batch_size", "max_num_running", "max_num_waiting", "max_starvation_steps")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_batched_tokens must be at least 1")
+        if self.policy not in POLICIES:
+            raise ValueError(f"scheduling policy must be one of {', '.join(POLICIES)}")
 
 
 @dataclass(slots=True)
 class SchedulerOutput:
-    step: int
+    step: int  # engine steps (forwards) scheduled before this one
     prepare: list[Request] = field(default_factory=list)  # admitted now: encode, make latents
-    denoise: list[Request] = field(default_factory=list)  # one group: one forward
+    denoise: list[Request] = field(default_factory=list)  # one forward
     decode: list[Request] = field(default_factory=list)  # all steps done: decode
 
     @property
     def is_empty(self) -> bool:
         return not (self.prepare or self.denoise or self.decode)
 
-    @property
-    def requests(self) -> list[Request]:
-        seen = {id(r): r for r in (*self.prepare, *self.denoise, *self.decode)}
-        return list(seen.values())
-
 
 @dataclass(slots=True)
 class RunnerOutput:
+    encoded: list[str] = field(default_factory=list)  # ready to denoise
+    decoded: list[str] = field(default_factory=list)  # output set: finished
     failed: dict[str, str] = field(default_factory=dict)  # request_id -> error message
+
+
+@dataclass(slots=True)
+class Forward:
+    """The requests of one forward and its padded cost: rows x the longest row."""
+
+    requests: list[Request] = field(default_factory=list)
+    rows: int = 0
+    longest_row: int = 0
+
+    def fits(self, request: Request, config: SchedulerConfig) -> bool:
+        if not self.requests:  # a request over the budget alone still runs, alone
+            return True
+        rows = self.rows + request.num_rows
+        tokens = rows * max(self.longest_row, request.tokens_per_row)
+        budget = config.max_num_batched_tokens
+        return rows <= config.max_batch_size and (budget is None or tokens <= budget)
+
+    def add(self, request: Request) -> None:
+        self.requests.append(request)
+        self.rows += request.num_rows
+        self.longest_row = max(self.longest_row, request.tokens_per_row)
 
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
+        self.policy = POLICIES[config.policy]
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        self.num_steps_scheduled = 0
+        self.num_steps = 0  # forwards scheduled so far: the clock of starvation and arrival
+        self._live: dict[str, Request] = {}
+        self._to_decode: list[Request] = []
         self._group_last_served: dict[Hashable, int] = {}
 
     @property
@@ -70,89 +112,133 @@ class Scheduler:
         free_slots = max(0, self.config.max_num_running - len(self.running))
         if len(self.waiting) + len(requests) - free_slots > self.config.max_num_waiting:
             raise EngineOverloadedError("the waiting queue is full")
+        for request in requests:
+            request.arrival_step = request.last_progress_step = self.num_steps
+            self._live[request.request_id] = request
         self.waiting.extend(requests)
 
     def abort(self, request_id: str) -> Request | None:
-        for queue in (self.waiting, self.running):
-            for request in queue:
-                if request.request_id == request_id:
-                    queue.remove(request)
-                    request.status = RequestStatus.ABORTED
-                    request.finish_time = time.monotonic()
-                    return request
-        return None
+        request = self._live.pop(request_id, None)
+        if request is None:
+            return None
+        if request.status == RequestStatus.WAITING:
+            self.waiting.remove(request)
+        else:
+            self.running.remove(request)
+        if request in self._to_decode:
+            self._to_decode.remove(request)
+        request.status = RequestStatus.ABORTED
+        request.finish_time = time.monotonic()
+        return request
 
     def schedule(self) -> SchedulerOutput:
-        step = self.num_steps_scheduled
-        self.num_steps_scheduled += 1
-        output = SchedulerOutput(step=step)
-        while self.waiting and len(self.running) < self.config.max_num_running:
-            request = self.waiting.popleft()
-            request.status = RequestStatus.ENCODING
-            self.running.append(request)
-            output.prepare.append(request)
-        output.decode = [r for r in self.running if r.status == RequestStatus.DECODING]
-        output.denoise = self._pick_batch()
-        now = time.monotonic()
-        for request in output.denoise:
-            request.last_scheduled = step
-            request.first_step_time = request.first_step_time or now
-        if output.denoise:
-            self._group_last_served[output.denoise[0].batch_key] = step
+        output = SchedulerOutput(step=self.num_steps, decode=self._to_decode)
+        self._to_decode = []
+        order = ranked(
+            [*self.running, *self.waiting],
+            self.policy,
+            self.num_steps,
+            self.config.max_starvation_steps,
+        )
+        output.prepare = self._admit(order)
+        ready = [r for r in order if r.status == RequestStatus.DENOISING]
+        if ready:
+            output.denoise = self._pick_batch(ready)
+            self._group_last_served[output.denoise[0].batch_key] = self.num_steps
+            self.num_steps += 1
+            now = time.monotonic()
+            for request in output.denoise:
+                request.last_progress_step = self.num_steps
+                request.first_step_time = request.first_step_time or now
         return output
 
-    def _pick_batch(self) -> list[Request]:
-        groups: dict[Hashable, list[Request]] = {}
-        for request in self.running:
-            if request.status in (RequestStatus.ENCODING, RequestStatus.DENOISING):
-                groups.setdefault(request.batch_key, []).append(request)
-        if not groups:
-            return []
-        # Round robin over groups: the one served longest ago goes next, so none starves.
-        key = min(
-            groups,
-            key=lambda k: (self._group_last_served.get(k, -1), groups[k][0].arrival_time),
-        )
-        # Within a group, new requests first, then whoever ran longest ago.
-        members = sorted(groups[key], key=lambda r: (r.last_scheduled, r.arrival_time))
-        batch: list[Request] = []
-        rows = 0
-        for request in members:
-            if batch and rows + request.num_rows > self.config.max_batch_size:
-                continue  # a one-row request further on may still fit
-            batch.append(request)
-            rows += request.num_rows
-        return batch
+    def _admit(self, order: list[Request]) -> list[Request]:
+        """Waiting requests that get a place in their forward, in the policy's order."""
+        forwards: dict[Hashable, Forward] = {}
+        admitted: list[Request] = []
+        num_running = len(self.running)
+        for request in order:
+            if request.status not in (RequestStatus.WAITING, RequestStatus.ENCODING,
+                                      RequestStatus.DENOISING):  # fmt: skip
+                continue
+            forward = forwards.setdefault(request.batch_key, Forward())
+            if not forward.fits(request, self.config):
+                continue
+            if request.status == RequestStatus.WAITING:
+                if num_running >= self.config.max_num_running:
+                    continue
+                request.status = RequestStatus.ENCODING
+                request.last_progress_step = self.num_steps
+                admitted.append(request)
+                num_running += 1
+            forward.add(request)
+        if admitted:
+            self.running.extend(admitted)
+            self.waiting = deque(r for r in self.waiting if r.status == RequestStatus.WAITING)
+        return admitted
+
+    def _pick_batch(self, ready: list[Request]) -> list[Request]:
+        """One forward: the group to serve, filled in the policy's order."""
+        first = ready[0]
+        is_starved = self.num_steps - first.last_progress_step >= self.config.max_starvation_steps
+        if self.config.policy == "fcfs" and not is_starved:
+            # Round robin over denoisers: the one served longest ago goes next.
+            key = min(
+                dict.fromkeys(r.batch_key for r in ready),
+                key=lambda k: self._group_last_served.get(k, -1),
+            )
+        else:
+            key = first.batch_key
+        forward = Forward()
+        for request in ready:
+            if request.batch_key == key and forward.fits(request, self.config):
+                forward.add(request)
+        return forward.requests
 
     def update(self, output: SchedulerOutput, runner_output: RunnerOutput) -> list[Request]:
-        """Apply one executed step; returns the requests that left the engine."""
-        now = time.monotonic()
-        done: list[Request] = []
-        for request in output.requests:
-            if request.status.is_finished:  # aborted while the step ran
-                continue
-            error = runner_output.failed.get(request.request_id)
-            if error is not None:
-                request.status = RequestStatus.FAILED
-                request.error = error
-            elif request.status == RequestStatus.DECODING and request in output.decode:
-                request.status = RequestStatus.FINISHED
-            elif request.status == RequestStatus.ENCODING:
+        """Apply one executed step and finished stages; returns the requests that left."""
+        failed = runner_output.failed
+        for request_id in runner_output.encoded:
+            request = self._live.get(request_id)
+            if request is not None and request.status == RequestStatus.ENCODING:
                 request.status = RequestStatus.DENOISING
         for request in output.denoise:
-            if request.status == RequestStatus.DENOISING:
+            if request.status == RequestStatus.DENOISING and request.request_id not in failed:
                 request.step_index += 1
                 if request.is_denoised:
                     request.status = RequestStatus.DECODING
-        for request in output.requests:
-            if request.status.is_finished and request in self.running:
-                request.finish_time = now
-                self.running.remove(request)
-                done.append(request)
-        self._forget_idle_groups()
+                    self._to_decode.append(request)
+        for request_id in runner_output.decoded:
+            request = self._live.get(request_id)
+            if request is not None and request.status == RequestStatus.DECODING:
+                request.status = RequestStatus.FINISHED
+        for request_id, error in failed.items():
+            request = self._live.get(request_id)
+            if request is not None and not request.status.is_finished:
+                request.status = RequestStatus.FAILED
+                request.error = error
+        return self._remove_finished()
+
+    def _remove_finished(self) -> list[Request]:
+        done = [r for r in self.running if r.status.is_finished]
+        if not done:
+            return done
+        now = time.monotonic()
+        self.running = [r for r in self.running if not r.status.is_finished]
+        self._to_decode = [r for r in self._to_decode if not r.status.is_finished]
+        for request in done:
+            request.finish_time = now
+            del self._live[request.request_id]
+        live_keys = {r.batch_key for r in self.running}
+        for key in [k for k in self._group_last_served if k not in live_keys]:
+            del self._group_last_served[key]
         return done
 
-    def _forget_idle_groups(self) -> None:
-        live = {r.batch_key for r in self.running}
-        for key in [k for k in self._group_last_served if k not in live]:
-            del self._group_last_served[key]
+    def fail_all(self) -> list[Request]:
+        """Every live request, removed: the engine is stopping."""
+        requests = [*self.waiting, *self.running]
+        self.waiting.clear()
+        self.running.clear()
+        self._live.clear()
+        self._to_decode.clear()
+        return requests

@@ -49,6 +49,9 @@ def assert_same_image(actual: Any, expected: Any) -> None:
 
 @asynccontextmanager
 async def running_engine(model: Path | str, **config: Any) -> AsyncIterator[AsyncEngine]:
+    """A started engine. No start-up profile unless asked for: on a shared machine its budget
+    varies from run to run, and tests that count requests per forward need it not to."""
+    config.setdefault("profile_seconds", 0)
     engine = AsyncEngine(EngineConfig(model=str(model), **config))
     await engine.start()
     try:

@@ -60,8 +60,8 @@ def test_batched_cfg_equals_two_separate_forwards(tiny_flux_dir):
             with torch.inference_mode():
                 adapter.prepare([guided, plain])
                 rows = adapter.rows([guided, plain])
-                together = adapter.forward(rows)
-                apart = torch.cat([adapter.forward([row]) for row in rows])
+                together = torch.cat(adapter.forward(rows))
+                apart = torch.cat([adapter.forward([row])[0] for row in rows])
             return rows, together, apart
 
     rows, together, apart = run(scenario())

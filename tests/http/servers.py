@@ -139,5 +139,6 @@ VIDEO_SERVED_NAME = "tiny-wan"
 
 
 def video_config(model: Path, storage: Path) -> ServerConfig:
-    engine = EngineConfig(model=str(model), served_model_name=VIDEO_SERVED_NAME)
+    # No start-up profile: a video forward takes seconds on a CPU, and every test server pays it.
+    engine = EngineConfig(model=str(model), served_model_name=VIDEO_SERVED_NAME, profile_seconds=0)
     return ServerConfig(engine=engine, port=0, storage_path=storage)
