@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
 from omni.http.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, ServerConfig
+from omni.logs import quiet_libraries
 
 API_KEY_ENV = "OMNI_API_KEY"
 STORAGE_PATH_ENVS = ("OMNI_STORAGE_PATH", "VLLM_OMNI_STORAGE_PATH")  # the seed docs' name too
@@ -118,20 +118,6 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     except ValueError as exc:
         parser.error(str(exc))
-
-
-def quiet_libraries() -> None:
-    """Keep the console to omni's own lines: no loading bars or library chatter."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
