@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from omni.limits import DEFAULT_MAX_NUM_RUNNING, DEFAULT_MAX_NUM_WAITING
 from omni.scheduler import SchedulerConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -19,8 +20,8 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     max_batch_size: int = 8
-    max_num_running: int = 64
-    max_num_waiting: int = 256
+    max_num_running: int = DEFAULT_MAX_NUM_RUNNING
+    max_num_waiting: int = DEFAULT_MAX_NUM_WAITING
     cfg_parallel_size: int = 1
     attention_backend: str = "auto"
     max_output_pixels: int | None = None  # width x height x frames of one output; None: no cap

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
-from omni.http.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, ServerConfig
+from omni.http.config import (
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SEND_TIMEOUT_S,
+    DEFAULT_STORAGE_PATH,
+    ServerConfig,
+)
+from omni.limits import DEFAULT_MAX_NUM_RUNNING, DEFAULT_MAX_NUM_WAITING
 from omni.logs import quiet_libraries
 
 API_KEY_ENV = "OMNI_API_KEY"
@@ -39,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=int, default=8, help="rows in one forward (real CFG takes two)"
     )
     model.add_argument(
-        "--max-num-running", type=int, default=64, help="requests holding latents at once"
+        "--max-num-running",
+        type=int,
+        default=DEFAULT_MAX_NUM_RUNNING,
+        help="requests holding latents at once",
     )
     model.add_argument(
         "--max-num-waiting",
         type=int,
-        default=256,
+        default=DEFAULT_MAX_NUM_WAITING,
         help="queued requests; beyond this, requests get 503 with Retry-After",
     )
     model.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
@@ -80,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: kept until deleted)",
     )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
+    server.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT_S,
+        help="seconds a connection may wait for a whole request head, after it opens or after "
+        "its last answer (idle keep-alive, slowloris)",
+    )
+    server.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help="seconds a request body may take to arrive after its head (else 408)",
+    )
+    server.add_argument(
+        "--send-timeout",
+        type=float,
+        default=DEFAULT_SEND_TIMEOUT_S,
+        help="seconds a client may read nothing of an answer before it is disconnected",
+    )
     return parser
 
 
@@ -115,6 +145,9 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             storage_path=args.storage_path.expanduser(),
             video_retention_seconds=args.video_retention_seconds,
             access_log=args.access_log,
+            keepalive_timeout=args.keepalive_timeout,
+            request_timeout=args.request_timeout,
+            send_timeout=args.send_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -14,12 +14,10 @@ import torch
 
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine
+from omni.limits import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 from omni.request import GenerationParams, Request
 
 SERVING_DEFAULTS_FILE = "omni.json"
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
-MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time on the engine thread
 
 
 @dataclass(frozen=True, slots=True)
