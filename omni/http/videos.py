@@ -19,6 +19,7 @@ from aiohttp import web
 
 from omni.engine import AsyncEngine, Progress
 from omni.errors import EngineOverloadedError, OmniError
+from omni.http.content import send_file
 from omni.http.errors import ApiError
 from omni.http.schemas import json_response
 from omni.http.state import ENGINE, SERVER_CONFIG
@@ -235,9 +236,9 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": "1"},
         )
     path = request.app[VIDEO_JOBS].store.content_path(job.id)
-    if not path.is_file():  # removed behind the store's back
-        raise ApiError(404, f"the file of video {job.id} is missing", code="video_not_found")
-    return web.FileResponse(path, headers={"Content-Type": MP4_CONTENT_TYPE})
+    # Deleted since the lookup, or removed behind the store's back.
+    missing = ApiError(404, f"video {job.id} has no content any more", code="video_not_found")
+    return await send_file(request, path, MP4_CONTENT_TYPE, f'"{job.id}"', missing)
 
 
 async def delete_video(request: web.Request) -> web.Response:

@@ -136,7 +136,7 @@ def test_a_form_that_cannot_be_decoded_is_a_400(
 # Finding 4: a Content-Encoding the body does not have ------------------------------------------
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
 @pytest.mark.parametrize("path", [VIDEOS, SYNC, IMAGES])
 def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(
     video_url: str, path: str, encoding: str
