@@ -161,6 +161,7 @@ async def reading(request: web.Request, code: str) -> AsyncIterator[None]:
         async with asyncio.timeout(config.request_timeout):
             yield
     except TimeoutError:
+        request.content.feed_eof()  # abandon the rest: aiohttp would linger to read it
         raise ApiError(
             408,
             f"the request body did not arrive within {config.request_timeout:g} s",

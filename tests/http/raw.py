@@ -24,9 +24,14 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def connect(url: str, timeout: float = 30.0) -> socket.socket:
+def address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def connect(url: str, timeout: float = 30.0) -> socket.socket:
+    return socket.create_connection(address(url), timeout=timeout)
 
 
 def read_response(sock: socket.socket, method: str = "GET") -> RawResponse:
