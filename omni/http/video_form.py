@@ -47,6 +47,7 @@ from omni.limits import (
     Guidance,
     NumFrames,
     Ratio,
+    Seconds,
     Seed,
     Side,
     Steps,
@@ -62,7 +63,7 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     prompt: str
     model: str | None = None
-    seconds: str | float | None = None
+    seconds: str | Seconds | None = None
     size: str | None = None
     user: str | None = None  # an end-user id for the client's own bookkeeping; not used
     input_reference: str | dict[str, Any] | None = None  # the uploaded file is read apart
