@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from urllib.parse import urlsplit
@@ -87,7 +86,7 @@ async def send(session: aiohttp.ClientSession, base_url: str, spec: RequestSpec)
             record.queue_time_s = header_seconds(response.headers, QUEUE_TIME_HEADER)
             record.inference_time_s = header_seconds(response.headers, INFERENCE_TIME_HEADER)
             record.ok, record.error = check_body(response.status, body, c.kind, c.n)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"
     record.end = time.monotonic()
     return record

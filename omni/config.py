@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from omni.scheduler import SchedulerConfig
-from omni.scheduler.scheduler import (
+from omni.limits import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_NUM_RUNNING,
     DEFAULT_MAX_NUM_WAITING,
     DEFAULT_MAX_STARVATION_STEPS,
 )
+from omni.scheduler import SchedulerConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "xformers")

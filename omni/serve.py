@@ -6,12 +6,19 @@ import argparse
 import asyncio
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
-from omni.http.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, ServerConfig
+from omni.http.config import (
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SEND_TIMEOUT_S,
+    DEFAULT_STORAGE_PATH,
+    ServerConfig,
+)
+from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
 
 API_KEY_ENV = "OMNI_API_KEY"
@@ -130,6 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: kept until deleted)",
     )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
+    server.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT_S,
+        help="seconds a connection may wait for a whole request head, after it opens or after "
+        "its last answer (idle keep-alive, slowloris)",
+    )
+    server.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help="seconds a request body may take to arrive after its head (else 408)",
+    )
+    server.add_argument(
+        "--send-timeout",
+        type=float,
+        default=DEFAULT_SEND_TIMEOUT_S,
+        help="seconds a client may read nothing of an answer before it is disconnected",
+    )
     return parser
 
 
@@ -170,23 +196,12 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             storage_path=args.storage_path.expanduser(),
             video_retention_seconds=args.video_retention_seconds,
             access_log=args.access_log,
+            keepalive_timeout=args.keepalive_timeout,
+            request_timeout=args.request_timeout,
+            send_timeout=args.send_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))
-
-
-def quiet_libraries() -> None:
-    """Keep the console to omni's own lines: no loading bars or library chatter."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

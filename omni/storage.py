@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from omni.errors import InvalidRequestError
+from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
 DATABASE_FILE = "videos.sqlite3"
 LOCK_FILE = "server.lock"
 JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
 TEMP_MARKER = ".tmp-"
-MAX_LIST_LIMIT = 100
-DEFAULT_LIST_LIMIT = 20
 SERVER_RESTARTED = "server_restarted"
 
 SCHEMA = """
@@ -61,7 +60,7 @@ COLUMNS = (
 )
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"

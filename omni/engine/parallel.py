@@ -285,7 +285,7 @@ class CfgParallelRunner(Runner):
 
 def worker_main(config: EngineConfig, init_file: Path) -> None:
     """Rank 1: load the same model, then run whatever rank 0 broadcasts until told to stop."""
-    from omni.serve import quiet_libraries
+    from omni.logs import quiet_libraries
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank1 %(levelname)s %(message)s")
     quiet_libraries()

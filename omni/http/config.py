@@ -9,6 +9,9 @@ from omni.config import EngineConfig
 
 DEFAULT_STORAGE_PATH = Path.home() / ".cache" / "omni" / "storage"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # room for an image-to-video reference upload
+DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
+DEFAULT_REQUEST_TIMEOUT_S = 60.0  # 32 MiB at about 4 Mbit/s
+DEFAULT_SEND_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,11 @@ class ServerConfig:
     storage_path: Path = DEFAULT_STORAGE_PATH  # video jobs and their files
     video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
     access_log: bool = False
+    # A connection closes when no whole request head arrives this long after it opened or
+    # after its last answer: idle keep-alive and slowloris heads alike.
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S  # for a body, from its head on: else 408
+    send_timeout: float = DEFAULT_SEND_TIMEOUT_S  # a client that reads nothing this long is cut
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -31,3 +39,6 @@ class ServerConfig:
             raise ValueError("api_key must not be empty")
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
+        for name in ("keepalive_timeout", "request_timeout", "send_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")

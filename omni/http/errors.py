@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from omni.errors import (
     EngineNotReadyError,
@@ -69,14 +70,16 @@ class ApiError(Exception):
         param: str | None = None,
         issues: list[ValidationIssue] | None = None,
         headers: dict[str, str] | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
+        self.message = as_utf8(message)
         self.code = code
-        self.param = param
+        self.param = None if param is None else as_utf8(param)
         self.issues = issues
         self.headers = headers or {}
+        self.close_connection = close_connection
 
     @property
     def body(self) -> ErrorBody:
@@ -85,12 +88,20 @@ class ApiError(Exception):
         return ErrorBody(info, self.issues if self.issues is not None else self.message)
 
     def response(self) -> web.Response:
-        return web.Response(
+        response = web.Response(
             body=msgspec.json.encode(self.body),
             status=self.status,
             headers=self.headers,
             content_type="application/json",
         )
+        if self.close_connection:  # the rest of the request's body will never be read
+            response.force_close()
+        return response
+
+
+def as_utf8(text: str) -> str:
+    """`text` with the bytes aiohttp could not decode (kept as lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def validation_error(exc: msgspec.ValidationError) -> ApiError:
@@ -170,6 +181,9 @@ def to_api_error(request: web.Request, exc: Exception) -> ApiError:
         return from_omni_error(exc)
     if isinstance(exc, web.HTTPException):
         return from_http_exception(request, exc)
+    if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:  # a request aiohttp refused
+        message = " ".join(exc.message.split()) or "the request could not be read"
+        return ApiError(exc.code, message, code="bad_request")
     logger.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return ApiError(500, f"internal server error ({type(exc).__name__})", code="internal_error")
 

@@ -12,17 +12,17 @@ from dataclasses import replace
 from aiohttp import web
 
 from omni.engine import Finished
+from omni.http.body import read_json
 from omni.http.encoding import as_image, encode_image
 from omni.http.errors import ApiError
 from omni.http.schemas import (
-    MAX_SEED,
     ImageData,
     ImageGenerationRequest,
     ImageGenerationResponse,
     json_response,
-    read_json,
 )
 from omni.http.state import ENGINE
+from omni.limits import MAX_SEED
 from omni.request import GenerationParams
 
 SIZE = re.compile(r"^\s*(?P<width>[0-9]{1,9})\s*[xX]\s*(?P<height>[0-9]{1,9})\s*$")

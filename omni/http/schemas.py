@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
 
-from omni.http.errors import invalid_json, too_large, validation_error
-from omni.http.state import SERVER_CONFIG
+from omni.limits import Guidance, NumImages, PartialImages, Percent, Priority, Seed, Steps
 
-T = TypeVar("T")
-
-MAX_SEED = 2**63 - 1
-Scale = Annotated[float, msgspec.Meta(ge=0.0, le=20.0)]
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
@@ -26,7 +21,7 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
 
     prompt: str
     model: str | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
+    n: NumImages | None = None
     size: Annotated[str, msgspec.Meta(pattern="[xX]")] | None = None
     response_format: Literal["b64_json"] | None = None
     output_format: OutputFormat | None = None
@@ -36,15 +31,15 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
     style: str | None = None
     background: str | None = None
     moderation: str | None = None
-    output_compression: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
-    partial_images: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    output_compression: Percent | None = None
+    partial_images: PartialImages | None = None
     stream: bool | None = None
     negative_prompt: str | None = None
-    num_inference_steps: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
-    guidance_scale: Scale | None = None
-    true_cfg_scale: Scale | None = None
-    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
-    priority: int | None = None  # --scheduling-policy priority: lower runs first
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
+    true_cfg_scale: Guidance | None = None
+    seed: Seed | None = None
+    priority: Priority | None = None  # --scheduling-policy priority: lower runs first
 
 
 class ImageData(msgspec.Struct):
@@ -75,23 +70,6 @@ class ModelList(msgspec.Struct):
 class Health(msgspec.Struct):
     status: str
     model: str
-
-
-async def read_json(request: web.Request, schema: type[T]) -> T:
-    """The body decoded into `schema`: 413 when too large, 400 when not JSON, 422 when invalid."""
-    limit = request.app[SERVER_CONFIG].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large(limit) from None
-    try:
-        return msgspec.json.decode(body, type=schema)
-    except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise invalid_json(exc) from None
 
 
 def json_response(

@@ -14,6 +14,7 @@ from aiohttp import web
 from omni.engine import AsyncEngine, EngineState
 from omni.http.app import build_app
 from omni.http.config import ServerConfig
+from omni.http.connection import AppRunner
 from omni.http.state import ENGINE
 from omni.storage import StorageInUseError
 
@@ -47,8 +48,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
     app = build_app(config)
     # aiohttp lets a handler run on after its client disconnects unless asked; cancelling it
     # closes its engine streams, which aborts their requests at the next step boundary.
-    runner = web.AppRunner(
+    runner = AppRunner(
         app,
+        send_timeout=config.send_timeout,
+        keepalive_timeout=config.keepalive_timeout,
         handler_cancellation=True,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         shutdown_timeout=GRACEFUL_SHUTDOWN_S,

@@ -27,17 +27,36 @@ from aiohttp import web
 from PIL import Image
 
 from omni.engine import AsyncEngine
-from omni.http.errors import ApiError, ValidationIssue, invalid_json, too_large, validation_error
+from omni.http.body import (
+    FORM_TYPES,
+    FormField,
+    is_json,
+    read_form,
+    read_json_object,
+    unsupported_media_type,
+)
+from omni.http.errors import ApiError, ValidationIssue, validation_error
 from omni.http.images import check_model, parse_size
-from omni.http.state import ENGINE, SERVER_CONFIG
+from omni.http.state import ENGINE
+from omni.limits import (
+    MAX_SECONDS,
+    FlowShift,
+    Fps,
+    FrameInterpolationExp,
+    FrameInterpolationScale,
+    Guidance,
+    NumFrames,
+    Priority,
+    Ratio,
+    Seconds,
+    Seed,
+    Side,
+    Steps,
+)
 from omni.media import read_image, read_reference_image
 from omni.request import GenerationParams
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 BRACKETED = re.compile(r"^(?P<name>\w+)\[(?P<key>[^\[\]]+)\]$")
-# Far beyond any model's frame limit (which refuses with its own message), and small enough
-# that seconds * fps stays a finite number of frames.
-MAX_SECONDS = 3600.0
 
 
 class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,27 +64,27 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     prompt: str
     model: str | None = None
-    seconds: str | float | None = None
+    seconds: str | Seconds | None = None
     size: str | None = None
     user: str | None = None  # an end-user id for the client's own bookkeeping; not used
     input_reference: str | dict[str, Any] | None = None  # the uploaded file is read apart
     image_reference: str | dict[str, Any] | None = None
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    guidance_scale_2: float | None = None
-    boundary_ratio: float | None = None
-    flow_shift: float | None = None
-    true_cfg_scale: float | None = None
-    seed: int | None = None
-    priority: int | None = None
+    width: Side | None = None
+    height: Side | None = None
+    num_frames: NumFrames | None = None
+    fps: Fps | None = None
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
+    guidance_scale_2: Guidance | None = None
+    boundary_ratio: Ratio | None = None
+    flow_shift: FlowShift | None = None
+    true_cfg_scale: Guidance | None = None
+    seed: Seed | None = None
+    priority: Priority | None = None
     negative_prompt: str | None = None
     enable_frame_interpolation: bool | None = None
-    frame_interpolation_exp: int | None = None
-    frame_interpolation_scale: float | None = None
+    frame_interpolation_exp: FrameInterpolationExp | None = None
+    frame_interpolation_scale: FrameInterpolationScale | None = None
     frame_interpolation_model_path: str | None = None
 
 
@@ -147,16 +166,11 @@ async def read_video_form(request: web.Request) -> VideoForm:
     """The request's fields from multipart/form-data, urlencoded form or JSON; 4xx when bad."""
     upload = None
     if request.content_type in FORM_TYPES:
-        raw, upload = await read_form(request)
-    # A body sent without a Content-Type reaches aiohttp as application/octet-stream.
-    elif request.content_type in ("application/json", "application/octet-stream", ""):
+        raw, upload = form_fields(await read_form(request))
+    elif is_json(request):
         raw = await read_json_object(request)
     else:
-        raise ApiError(
-            415,
-            f"send multipart/form-data or application/json, not {request.content_type}",
-            code="unsupported_media_type",
-        )
+        raise unsupported_media_type(request, "multipart/form-data or application/json")
     check_lora(raw.pop("lora", None))
     fold_extra_params(raw)
     body = convert(raw)
@@ -189,25 +203,19 @@ def check_served_model(body: VideoRequest, has_upload: bool, engine: AsyncEngine
         )
 
 
-async def read_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
-    limit = request.app[SERVER_CONFIG].max_body_bytes
-    try:
-        form = await request.post()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large(limit) from None
-    except ValueError as exc:  # no boundary, cut short, or text that is not UTF-8
-        raise ApiError(
-            400, f"the form body could not be read: {exc}", code="invalid_form"
-        ) from None
+def form_fields(fields: list[FormField]) -> tuple[dict[str, Any], bytes | None]:
+    """The text fields by name, and the uploaded input_reference if there is one."""
     raw: dict[str, Any] = {}
     upload = None
-    for key, value in form.items():
-        if isinstance(value, web.FileField):
-            if key != "input_reference" or upload is not None:
-                raise ApiError(422, f"{key} must be one text field, not a file", param=key)
-            upload = value.file.read()
-        elif value.strip():
-            put_field(raw, key, value)
+    for field in fields:
+        if field.file is not None:
+            if field.name != "input_reference" or upload is not None:
+                raise ApiError(
+                    422, f"{field.name} must be one text field, not a file", param=field.name
+                )
+            upload = field.file
+        elif field.text is not None and field.text.strip():
+            put_field(raw, field.name, field.text)
     if upload is not None and "input_reference" in raw:
         raise ApiError(400, "input_reference is sent more than once", param="input_reference")
     return raw, upload
@@ -225,23 +233,6 @@ def put_field(raw: dict[str, Any], key: str, value: str) -> None:
     if name in target:
         raise ApiError(400, f"{key} is sent more than once", param=key)
     target[name] = value
-
-
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    limit = request.app[SERVER_CONFIG].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
-    try:
-        data = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large(limit) from None
-    try:
-        body = msgspec.json.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise invalid_json(exc) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
-    return {key: value for key, value in body.items() if value is not None}
 
 
 def json_object(value: Any, param: str) -> dict[str, Any]:
@@ -297,7 +288,8 @@ def convert(raw: dict[str, Any]) -> VideoRequest:
     except msgspec.ValidationError as exc:
         error = validation_error(exc)
         expected = expected_type(error.param)
-        if expected is None or error.param not in raw:
+        is_type_error = bool(error.issues) and error.issues[0].type == "type_error"
+        if expected is None or error.param not in raw or not is_type_error:
             raise error from None
         message = f"{error.param} must be {expected}, got {raw[error.param]!r}"
         issue = ValidationIssue(["body", error.param], message, "type_error")
@@ -309,7 +301,8 @@ def convert(raw: dict[str, Any]) -> VideoRequest:
 def expected_type(field: str | None) -> str | None:
     for info in msgspec.structs.fields(VideoRequest):
         if info.name == field:
-            names = [TYPE_NAMES[t] for t in TYPE_NAMES if t in getattr(info.type, "__args__", ())]
+            types = [getattr(t, "__origin__", t) for t in getattr(info.type, "__args__", ())]
+            names = [TYPE_NAMES[t] for t in TYPE_NAMES if t in types]
             return " or ".join(names) or None
     return None
 

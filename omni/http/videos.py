@@ -19,13 +19,15 @@ from aiohttp import web
 
 from omni.engine import AsyncEngine, Progress
 from omni.errors import EngineOverloadedError, OmniError
+from omni.http.content import send_file
 from omni.http.errors import ApiError
 from omni.http.schemas import json_response
 from omni.http.state import ENGINE, SERVER_CONFIG
 from omni.http.video_form import read_video_form
+from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
 from omni.request import GenerationParams
-from omni.storage import DEFAULT_LIST_LIMIT, JobStatus, VideoJob, VideoStore, new_job_id
+from omni.storage import JobStatus, VideoJob, VideoStore, new_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +201,9 @@ async def get_video(request: web.Request) -> web.Response:
 async def list_videos(request: web.Request) -> web.Response:
     store = request.app[VIDEO_JOBS].store
     query = request.query
-    limit = query.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not LIMIT_DIGITS.fullmatch(limit.strip()):
-        raise ApiError(400, f"limit must be an integer, got {limit!r}", param="limit")
+    limit = parse_limit(query.get("limit"))
     page = await asyncio.to_thread(
-        store.list, query.get("after"), int(limit), query.get("order", "desc")
+        store.list, query.get("after"), limit, query.get("order", "desc")
     )
     data = [job.to_json() for job in page.jobs]
     return json_response(
@@ -236,9 +236,9 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
             headers={"Retry-After": "1"},
         )
     path = request.app[VIDEO_JOBS].store.content_path(job.id)
-    if not path.is_file():  # removed behind the store's back
-        raise ApiError(404, f"the file of video {job.id} is missing", code="video_not_found")
-    return web.FileResponse(path, headers={"Content-Type": MP4_CONTENT_TYPE})
+    # Deleted since the lookup, or removed behind the store's back.
+    missing = ApiError(404, f"video {job.id} has no content any more", code="video_not_found")
+    return await send_file(request, path, MP4_CONTENT_TYPE, f'"{job.id}"', missing)
 
 
 async def delete_video(request: web.Request) -> web.Response:
@@ -254,6 +254,21 @@ async def find_job(request: web.Request) -> VideoJob:
     if job is None:
         raise ApiError(404, f"no video with id {video_id!r}", code="video_not_found")
     return job
+
+
+def parse_limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIST_LIMIT
+    if not LIMIT_DIGITS.fullmatch(text.strip()):
+        raise ApiError(400, f"limit must be an integer, got {text[:40]!r}", param="limit")
+    digits = text.strip().lstrip("0") or "0"
+    if len(digits) > len(str(MAX_LIST_LIMIT)):  # int() refuses 4,301 digits and more
+        raise ApiError(
+            400,
+            f"limit must be between 1 and {MAX_LIST_LIMIT}, got a {len(digits)}-digit number",
+            param="limit",
+        )
+    return int(digits)
 
 
 def poll_after_ms(job: VideoJob) -> int:

@@ -14,13 +14,10 @@ import torch
 
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
+from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 from omni.request import GenerationParams, Request
 
 SERVING_DEFAULTS_FILE = "omni.json"
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
-MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY
-MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time
 SCHEDULING_FIELDS = frozenset({"priority"})  # read by the scheduler, whatever the family
 
 

@@ -18,6 +18,7 @@ from omni.flow import (
     linear_sigmas,
     model_timesteps,
 )
+from omni.limits import MAX_SIDE
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
 from omni.models.text_cache import TextEmbeddingCache
@@ -84,7 +85,7 @@ class FluxAdapter(FamilyAdapter):
             default_width=self.defaults.width,
             default_height=self.defaults.height,
             size_multiple=self.vae_scale_factor * 2,
-            max_side=4096,
+            max_side=MAX_SIDE,
         )
 
     def resolve(self, params: GenerationParams) -> GenerationParams:

@@ -35,17 +35,20 @@ from PIL import Image
 
 from omni.errors import InvalidRequestError
 from omni.flow import check_scheduler_config, flow_sigmas, scheduler_default_sigmas
+from omni.limits import (
+    MAX_FLOW_SHIFT,
+    MAX_FPS,
+    MAX_GUIDANCE,
+    MAX_NUM_FRAMES,
+    MAX_SIDE,
+    MIN_FLOW_SHIFT,
+)
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.models.text_cache import TextEmbeddingCache
 from omni.models.wan_varlen import padded_forward
 from omni.request import GenerationParams, Request
 
 MAX_SEQUENCE_LENGTH = 512
-MAX_NUM_FRAMES = 1001
-MAX_SIDE = 4096
-MAX_FPS = 120
-MAX_GUIDANCE = 100.0
-MIN_FLOW_SHIFT, MAX_FLOW_SHIFT = 0.1, 100.0
 HIGH_NOISE, LOW_NOISE = 0, 1
 
 

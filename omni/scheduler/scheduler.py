@@ -19,13 +19,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from omni.errors import EngineOverloadedError
+from omni.limits import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_NUM_RUNNING,
+    DEFAULT_MAX_NUM_WAITING,
+    DEFAULT_MAX_STARVATION_STEPS,
+)
 from omni.request import Request, RequestStatus
 from omni.scheduler.policy import POLICIES, ranked
-
-DEFAULT_MAX_BATCH_SIZE = 64
-DEFAULT_MAX_NUM_RUNNING = 64
-DEFAULT_MAX_NUM_WAITING = 256
-DEFAULT_MAX_STARVATION_STEPS = 64
 
 
 @dataclass(frozen=True, slots=True)

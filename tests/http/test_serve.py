@@ -30,6 +30,9 @@ EVERY_FLAG = [
     "--storage-path", "/srv/omni",
     "--video-retention-seconds", "86400",
     "--access-log",
+    "--keepalive-timeout", "5",
+    "--request-timeout", "30",
+    "--send-timeout", "20",
 ]  # fmt: skip
 
 
@@ -63,6 +66,7 @@ def test_flags_set_their_fields() -> None:
     assert (config.max_body_bytes, config.storage_path) == (4096, Path("/srv/omni"))
     assert config.video_retention_seconds == 86400
     assert config.access_log
+    assert (config.keepalive_timeout, config.request_timeout, config.send_timeout) == (5, 30, 20)
 
 
 def test_no_flags_give_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,6 +98,7 @@ def test_api_key_and_storage_path_come_from_the_environment(
         (["--dtype", "float64"], "--dtype"),
         (["--port", "70000"], "port"),
         (["--device", "tpu"], "device"),
+        (["--send-timeout", "0"], "send_timeout"),
     ],
 )
 def test_bad_flags_exit_with_a_message(

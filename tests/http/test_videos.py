@@ -281,7 +281,7 @@ REFUSED_FORMS = [
     ({"enable_frame_interpolation": "maybe"}, 422, "true or false"),
     ({"motion_bucket": "3"}, 422, "motion_bucket"),
     ({"model": "sora-2"}, 400, "not served here"),
-    ({"width": "8192"}, 400, "out of range"),
+    ({"width": "8192"}, 422, "<= 4096"),
     ({"true_cfg_scale": "4"}, 400, "true_cfg_scale"),
     ({"image_reference": f"data:image/png;base64,{PNG_1PX}"}, 400, "text-to-video"),
     ({"image_reference": "not even an image"}, 400, "text-to-video"),  # refused unread

@@ -1,0 +1,51 @@
+"""Every bound on a request's numbers, defined once: the HTTP schemas and the adapters read these.
+
+A field past its bound is refused before any work: by the schema (422) when it comes over HTTP,
+by the adapter (400, InvalidRequestError) when it comes from Python.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_SEED = 2**63 - 1
+MAX_SIDE = 4096  # pixels; a model may allow less (ModelInfo.max_side)
+MAX_NUM_FRAMES = 1001
+MAX_FPS = 120
+MAX_SECONDS = 3600.0  # seconds * MAX_FPS frames stays a small finite number
+MIN_FLOW_SHIFT, MAX_FLOW_SHIFT = 0.1, 100.0
+MAX_IMAGES = 10  # n of one image request
+MAX_PARTIAL_IMAGES = 3  # OpenAI's bound; omni streams none
+MAX_FRAME_INTERPOLATION_EXP = 4
+MAX_FRAME_INTERPOLATION_SCALE = 4.0
+MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time on the engine thread
+
+DEFAULT_LIST_LIMIT = 20
+MAX_LIST_LIMIT = 100
+MAX_FORM_FIELDS = 100  # a video form has about 25 fields; the rest is an attack
+
+DEFAULT_MAX_BATCH_SIZE = 64  # rows in one forward, whatever the token budget
+DEFAULT_MAX_NUM_RUNNING = 64
+DEFAULT_MAX_NUM_WAITING = 256
+DEFAULT_MAX_STARVATION_STEPS = 64
+MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY
+
+Steps = Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)]
+Guidance = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)]
+Seed = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)]
+Priority = Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
+Side = Annotated[int, msgspec.Meta(ge=1, le=MAX_SIDE)]
+NumFrames = Annotated[int, msgspec.Meta(ge=1, le=MAX_NUM_FRAMES)]
+Fps = Annotated[int, msgspec.Meta(ge=1, le=MAX_FPS)]
+Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_SECONDS)]
+FlowShift = Annotated[float, msgspec.Meta(ge=MIN_FLOW_SHIFT, le=MAX_FLOW_SHIFT)]
+Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+NumImages = Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES)]
+PartialImages = Annotated[int, msgspec.Meta(ge=0, le=MAX_PARTIAL_IMAGES)]
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+FrameInterpolationExp = Annotated[int, msgspec.Meta(ge=0, le=MAX_FRAME_INTERPOLATION_EXP)]
+FrameInterpolationScale = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_FRAME_INTERPOLATION_SCALE)]
