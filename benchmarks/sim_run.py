@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from benchmarks.load import poisson_arrivals
 from benchmarks.metrics import LevelResult, RequestRecord, summarize_level
@@ -231,7 +231,3 @@ def simulate_run(
         level.batch_size_counts = {str(k): counts[k] for k in sorted(counts)}
         result.levels.append(level)
     return result
-
-
-def with_budget(options: SimOptions, budget: int | None) -> SimOptions:
-    return replace(options, max_num_batched_tokens=budget)

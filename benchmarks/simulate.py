@@ -20,7 +20,6 @@ labels, tables and plots say "simulated".
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -106,6 +105,14 @@ def describe(args: argparse.Namespace) -> str:
     )
 
 
+def plot_title(args: argparse.Namespace) -> str:
+    profile, workload = load_profile(args.profile), workload_from_args(args)
+    scale = ""
+    if (args.size_scale, args.step_scale) != (1, 1):
+        scale = f" (sizes x{args.size_scale:g}, steps x{args.step_scale:g})"
+    return f"SIMULATED, not measured: {profile.name}, {workload.name}{scale}\n{profile.device}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-omni-tiny", help="a shipped name or a path")
@@ -138,16 +145,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     workload = workload_from_args(args)
     stem = args.output_dir / f"sim-{load_profile(args.profile).name}-{workload.name}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    written = plot(results, stem, "SIMULATED: " + header.removeprefix("SIMULATED with "))
+    written = plot(results, stem, plot_title(args))
     if not args.keep_records:
         strip_records(results)
     stem.with_name(stem.name + ".json").write_text(to_json(results) + "\n")
     stem.with_name(stem.name + ".txt").write_text(text + "\n")
     print(f"wrote {stem}.json, {stem}.txt, " + ", ".join(map(str, written)), file=sys.stderr)
-
-
-def dump(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

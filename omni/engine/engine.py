@@ -123,7 +123,7 @@ class Engine:
         profile = profile_forward(adapter, config.max_batch_size, config.profile_seconds)
         logger.info("%s", profile.describe())
         budget = profile.max_num_batched_tokens
-        self.scheduler = Scheduler(replace(config.scheduler_config, max_num_batched_tokens=budget))
+        self.scheduler.config = replace(self.scheduler.config, max_num_batched_tokens=budget)
         self.stats.max_num_batched_tokens = budget
         self.stats.forward_profile = profile.describe()
 

@@ -23,6 +23,7 @@ a request's `num_frames` is rounded by `valid_num_frames`.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -167,6 +168,9 @@ class WanAdapter(FamilyAdapter):
         )
         self.default_boundary_ratio = pipe.config.get("boundary_ratio")
         self.text_cache = TextEmbeddingCache(self._encode_texts)
+        # Image-to-video encodes on the encode stage's thread and decodes on the decode stage's:
+        # AutoencoderKLWan keeps its causal-conv cache on the module, so one call at a time.
+        self.vae_lock = threading.Lock()
 
     @property
     def info(self) -> ModelInfo:
@@ -332,7 +336,9 @@ class WanAdapter(FamilyAdapter):
             ).to(self.device, torch.float32)
             blank = images.new_zeros(len(group), 3, num_frames - 1, height, width)
             clip = torch.cat([images.unsqueeze(2), blank], dim=2).to(vae.device, vae.dtype)
-            encoded = vae.encode(clip).latent_dist.mode().to(self.device, torch.float32)
+            with self.vae_lock:
+                encoded = vae.encode(clip).latent_dist.mode()
+            encoded = encoded.to(self.device, torch.float32)
             encoded = (encoded - self.latents_mean) * self.latents_inv_std
             mask = encoded.new_zeros(len(group), self.temporal, *encoded.shape[2:])
             mask[:, :, 0] = 1
@@ -382,7 +388,8 @@ class WanAdapter(FamilyAdapter):
         latents = torch.cat([r.latents for r in requests]).to(vae.device, vae.dtype)
         mean = self.latents_mean.to(latents.device, latents.dtype)
         inv_std = self.latents_inv_std.to(latents.device, latents.dtype)
-        video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        with self.vae_lock:
+            video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
         frames = self.pipe.video_processor.postprocess_video(video, output_type="np")
         return [to_uint8(clip) for clip in frames]
 
