@@ -16,27 +16,30 @@ it finished. Its record reports `expires_at`; from then on it is not found or li
 
 from __future__ import annotations
 
-import enum
-import fcntl
 import os
-import re
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omni.errors import InvalidRequestError
+from omni.files import TEMP_MARKER, StorageInUseError, hold_directory, write_atomically
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from omni.video_job import (
+    FINISHED,
+    UNFINISHED,
+    JobInput,
+    JobPage,
+    JobStatus,
+    KeyedJob,
+    VideoJob,
+    is_job_id,
+    new_job_id,
+)
 
 DATABASE_FILE = "videos.sqlite3"
-LOCK_FILE = "server.lock"
-JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
-TEMP_MARKER = ".tmp-"
 SERVER_RESTARTED = "server_restarted"
 
 SCHEMA = """
@@ -72,88 +75,20 @@ COLUMNS = (
 )
 INPUT_COLUMNS = "params, reference_image, idempotency_key, request_digest"
 DROP_INPUT = "params = NULL, reference_image = NULL"  # a finished job never runs again
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class VideoJob:
-    id: str
-    created_at: int
-    status: JobStatus
-    progress: int
-    model: str
-    prompt: str
-    seconds: str
-    size: str
-    completed_at: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    expires_at: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as the OpenAI Video object."""
-        error = None
-        if self.error_code is not None:
-            error = {"code": self.error_code, "message": self.error_message or ""}
-        return {
-            "id": self.id,
-            "object": "video",
-            "created_at": self.created_at,
-            "completed_at": self.completed_at,
-            "expires_at": self.expires_at,
-            "status": self.status.value,
-            "progress": self.progress,
-            "model": self.model,
-            "prompt": self.prompt,
-            "seconds": self.seconds,
-            "size": self.size,
-            "remixed_from_video_id": None,
-            "error": error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class JobInput:
-    """What a job needs to run again: its parameters as JSON, and its reference image if any."""
-
-    params: bytes
-    reference_image: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyedJob:
-    """The job that holds an idempotency key, and the digest of the request it was made from."""
-
-    job: VideoJob
-    request_digest: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    jobs: list[VideoJob]
-    has_more: bool
-
-
-def new_job_id() -> str:
-    return f"video_{secrets.token_hex(16)}"
-
-
-def is_job_id(value: str) -> bool:
-    return JOB_ID_PATTERN.fullmatch(value) is not None
-
-
-FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
-
-
-class StorageInUseError(RuntimeError):
-    """Another open store (another server) holds the storage directory."""
+__all__ = [  # what callers import from here, wherever it is defined
+    "DATABASE_FILE",
+    "SERVER_RESTARTED",
+    "JobInput",
+    "JobPage",
+    "JobStatus",
+    "KeyedJob",
+    "StorageInUseError",
+    "VideoJob",
+    "VideoStore",
+    "is_job_id",
+    "new_job_id",
+    "write_atomically",
+]
 
 
 class VideoStore:
@@ -476,51 +411,3 @@ class VideoStore:
             stem = path.name.removesuffix(".mp4")
             if TEMP_MARKER in path.name or (is_job_id(stem) and stem not in completed):
                 path.unlink(missing_ok=True)
-
-
-def hold_directory(directory: Path) -> int:
-    """An exclusive flock on the directory's lock file, as an open descriptor to keep.
-
-    The kernel drops the lock when its holder exits, however it exits, so a crash never leaves
-    the directory locked. The holder's pid in the file is for the error message only.
-    """
-    path = directory / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(descriptor)
-        raise StorageInUseError(
-            f"storage path {directory} is in use by another omni server (pid {holder}); "
-            "give each server its own --storage-path"
-        ) from None
-    except BaseException:
-        os.close(descriptor)
-        raise
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-    return descriptor
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync it, rename, fsync the directory.
-
-    A reader (or a crash) sees either no file or the whole file, never a part of one.
-    """
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{secrets.token_hex(4)}")
-    try:
-        with open(temp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

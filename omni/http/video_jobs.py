@@ -115,21 +115,27 @@ class VideoJobs:
     async def _dispatch(self) -> None:
         while True:
             self._wake.clear()
-            while self.is_dispatching and self.queue and self.engine.num_free_slots > 0:
-                arrival, job_id = heapq.heappop(self.queue)
-                try:
-                    params = await self._load(job_id)
-                except Exception as exc:
-                    logger.exception("video job %s has an input that cannot be read", job_id)
-                    await asyncio.to_thread(self.store.fail, job_id, "internal_error", str(exc))
-                    continue
-                if params is None:  # deleted while it waited
-                    continue
-                task = asyncio.create_task(self._run(arrival, job_id, params), name=job_id)
-                self.running[job_id] = task
-                await asyncio.sleep(0)  # it submits its request before free slots are counted
+            try:
+                await self._dispatch_queued()
+            except Exception:  # a failing disk must not end dispatching for good
+                logger.exception("handing video jobs to the engine failed; retrying")
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), DISPATCH_POLL_S)
+
+    async def _dispatch_queued(self) -> None:
+        while self.is_dispatching and self.queue and self.engine.num_free_slots > 0:
+            arrival, job_id = heapq.heappop(self.queue)
+            try:
+                params = await self._load(job_id)
+            except Exception as exc:
+                logger.exception("video job %s has an input that cannot be read", job_id)
+                await asyncio.to_thread(self.store.fail, job_id, "internal_error", str(exc))
+                continue
+            if params is None:  # deleted while it waited
+                continue
+            task = asyncio.create_task(self._run(arrival, job_id, params), name=job_id)
+            self.running[job_id] = task
+            await asyncio.sleep(0)  # it submits its request before free slots are counted
 
     async def _load(self, job_id: str) -> GenerationParams | None:
         job_input = await asyncio.to_thread(self.store.job_input, job_id)
