@@ -28,6 +28,9 @@ DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 MAX_FORM_FIELDS = 100  # a video form has about 25 fields; the rest is an attack
 
+DEFAULT_MAX_QUEUED_VIDEO_JOBS = 1024  # accepted jobs waiting in the store for the engine
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
 DEFAULT_MAX_BATCH_SIZE = 64  # rows in one forward, whatever the token budget
 DEFAULT_MAX_NUM_RUNNING = 64
 DEFAULT_MAX_NUM_WAITING = 256

@@ -15,9 +15,11 @@ from omni.http.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_SEND_TIMEOUT_S,
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
     DEFAULT_STORAGE_PATH,
     ServerConfig,
 )
+from omni.limits import DEFAULT_MAX_QUEUED_VIDEO_JOBS
 from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
 
@@ -136,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="finished video jobs (record and file) expire this long after they finish "
         "(default: kept until deleted)",
     )
+    server.add_argument(
+        "--max-queued-video-jobs",
+        type=int,
+        default=DEFAULT_MAX_QUEUED_VIDEO_JOBS,
+        help="accepted video jobs waiting in the store for the engine; beyond this, POST "
+        "/v1/videos gets 503 with Retry-After",
+    )
+    server.add_argument(
+        "--no-resume",
+        dest="resume_video_jobs",
+        action="store_false",
+        help="after a restart, fail the video jobs that were running (code server_restarted) "
+        "instead of running them again; queued jobs run either way",
+    )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
     server.add_argument(
         "--keepalive-timeout",
@@ -155,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_SEND_TIMEOUT_S,
         help="seconds a client may read nothing of an answer before it is disconnected",
+    )
+    server.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT_S,
+        help="after SIGTERM, seconds that requests and video jobs in flight may take to finish "
+        "(new ones get 503); queued video jobs stay queued for the next start",
     )
     return parser
 
@@ -195,10 +218,13 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             max_body_bytes=args.max_body_bytes,
             storage_path=args.storage_path.expanduser(),
             video_retention_seconds=args.video_retention_seconds,
+            max_queued_video_jobs=args.max_queued_video_jobs,
+            resume_video_jobs=args.resume_video_jobs,
             access_log=args.access_log,
             keepalive_timeout=args.keepalive_timeout,
             request_timeout=args.request_timeout,
             send_timeout=args.send_timeout,
+            shutdown_timeout=args.shutdown_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))

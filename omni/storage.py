@@ -3,10 +3,11 @@
 The store is the truth; memory holds only the running tasks. Every method is short and
 blocking, so the HTTP side calls them through `asyncio.to_thread`.
 
-Restart policy: jobs that were queued or in progress when the server stopped are marked failed
-with the error code `server_restarted`. Re-queuing them would need every input persisted
-(including uploaded reference images) and would silently spend the restarted server's time on
-work whose client may have gone; a failed record tells a client plainly to submit again.
+The store is a durable queue: a job's input (its resolved parameters as JSON and its reference
+image) is kept with its record until the job finishes. Restart policy: jobs that were queued stay
+queued; jobs that were in progress are queued again, or with `resume=False` marked failed with
+the code `server_restarted` (a job that was running when a server crashed may be what crashed
+it). Jobs without a kept input (from before inputs were kept) cannot run again and fail so too.
 
 Retention: with `retention_s` set, a finished job (completed or failed) expires that long after
 it finished. Its record reports `expires_at`; from then on it is not found or listed, and
@@ -15,27 +16,30 @@ it finished. Its record reports `expires_at`; from then on it is not found or li
 
 from __future__ import annotations
 
-import enum
-import fcntl
 import os
-import re
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omni.errors import InvalidRequestError
+from omni.files import TEMP_MARKER, StorageInUseError, hold_directory, write_atomically
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from omni.video_job import (
+    FINISHED,
+    UNFINISHED,
+    JobInput,
+    JobPage,
+    JobStatus,
+    KeyedJob,
+    VideoJob,
+    is_job_id,
+    new_job_id,
+)
 
 DATABASE_FILE = "videos.sqlite3"
-LOCK_FILE = "server.lock"
-JOB_ID_PATTERN = re.compile(r"video_[0-9a-f]{32}")
-TEMP_MARKER = ".tmp-"
 SERVER_RESTARTED = "server_restarted"
 
 SCHEMA = """
@@ -51,79 +55,40 @@ CREATE TABLE IF NOT EXISTS videos (
     seconds TEXT NOT NULL,
     size TEXT NOT NULL,
     error_code TEXT,
-    error_message TEXT
+    error_message TEXT,
+    params BLOB,
+    reference_image BLOB,
+    idempotency_key TEXT,
+    request_digest TEXT
 )
 """
+ADDED_COLUMNS = {  # columns newer than the first schema, added to older databases on open
+    "params": "BLOB",
+    "reference_image": "BLOB",
+    "idempotency_key": "TEXT",
+    "request_digest": "TEXT",
+}
+KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS videos_idempotency_key ON videos (idempotency_key)"
 COLUMNS = (
     "id, created_at, completed_at, status, progress, model, prompt, seconds, size, "
     "error_code, error_message"
 )
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class VideoJob:
-    id: str
-    created_at: int
-    status: JobStatus
-    progress: int
-    model: str
-    prompt: str
-    seconds: str
-    size: str
-    completed_at: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    expires_at: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as the OpenAI Video object."""
-        error = None
-        if self.error_code is not None:
-            error = {"code": self.error_code, "message": self.error_message or ""}
-        return {
-            "id": self.id,
-            "object": "video",
-            "created_at": self.created_at,
-            "completed_at": self.completed_at,
-            "expires_at": self.expires_at,
-            "status": self.status.value,
-            "progress": self.progress,
-            "model": self.model,
-            "prompt": self.prompt,
-            "seconds": self.seconds,
-            "size": self.size,
-            "remixed_from_video_id": None,
-            "error": error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    jobs: list[VideoJob]
-    has_more: bool
-
-
-def new_job_id() -> str:
-    return f"video_{secrets.token_hex(16)}"
-
-
-def is_job_id(value: str) -> bool:
-    return JOB_ID_PATTERN.fullmatch(value) is not None
-
-
-FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value)
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value)
-
-
-class StorageInUseError(RuntimeError):
-    """Another open store (another server) holds the storage directory."""
+INPUT_COLUMNS = "params, reference_image, idempotency_key, request_digest"
+DROP_INPUT = "params = NULL, reference_image = NULL"  # a finished job never runs again
+__all__ = [  # what callers import from here, wherever it is defined
+    "DATABASE_FILE",
+    "SERVER_RESTARTED",
+    "JobInput",
+    "JobPage",
+    "JobStatus",
+    "KeyedJob",
+    "StorageInUseError",
+    "VideoJob",
+    "VideoStore",
+    "is_job_id",
+    "new_job_id",
+    "write_atomically",
+]
 
 
 class VideoStore:
@@ -138,6 +103,7 @@ class VideoStore:
         directory: Path | str,
         retention_s: int | None = None,
         clock: Callable[[], float] = time.time,
+        resume: bool = True,
     ) -> None:
         if retention_s is not None and retention_s < 1:
             raise ValueError(f"retention must be at least 1 second, got {retention_s}")
@@ -157,7 +123,9 @@ class VideoStore:
                 # consistency.
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(SCHEMA)
-            self._recover()
+                self._add_new_columns()
+                self._db.execute(KEY_INDEX)
+            self._recover(resume)
         except BaseException:
             os.close(self._owner)
             raise
@@ -169,24 +137,75 @@ class VideoStore:
 
     # Records ---------------------------------------------------------------------------------
 
-    def create(self, job: VideoJob) -> None:
+    def create(
+        self,
+        job: VideoJob,
+        job_input: JobInput | None = None,
+        idempotency_key: str | None = None,
+        request_digest: str | None = None,
+    ) -> KeyedJob:
+        """Insert the job; if another job holds `idempotency_key`, insert nothing: that job."""
         self._check_id(job.id)
+        values = (
+            job.id,
+            job.created_at,
+            job.completed_at,
+            job.status.value,
+            job.progress,
+            job.model,
+            job.prompt,
+            job.seconds,
+            job.size,
+            job.error_code,
+            job.error_message,
+            None if job_input is None else job_input.params,
+            None if job_input is None else job_input.reference_image,
+            idempotency_key,
+            request_digest,
+        )
+        with self._lock:
+            if idempotency_key is not None:
+                held = self._find_key(idempotency_key)
+                if held is not None:
+                    return held
+            self._db.execute(
+                f"INSERT INTO videos ({COLUMNS}, {INPUT_COLUMNS}) "
+                f"VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+        return KeyedJob(job, request_digest)
+
+    def find_key(self, idempotency_key: str) -> KeyedJob | None:
+        """The live job created with this idempotency key, if there is one."""
+        with self._lock:
+            return self._find_key(idempotency_key)
+
+    def job_input(self, job_id: str) -> JobInput | None:
+        """An unfinished job's input; None once it finished, was deleted, or has none kept."""
+        if not is_job_id(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT params, reference_image FROM videos "
+                "WHERE id = ? AND status IN (?, ?) AND params IS NOT NULL",
+                (job_id, *UNFINISHED),
+            ).fetchone()
+        return None if row is None else JobInput(bytes(row[0]), row[1] and bytes(row[1]))
+
+    def queued_ids(self) -> list[str]:
+        """The queued jobs' ids, oldest first: the order they run in."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM videos WHERE status = ? ORDER BY seq", (JobStatus.QUEUED.value,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def requeue(self, job_id: str) -> None:
+        """An unfinished job goes back to queued, with no progress."""
         with self._lock:
             self._db.execute(
-                f"INSERT INTO videos ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.created_at,
-                    job.completed_at,
-                    job.status.value,
-                    job.progress,
-                    job.model,
-                    job.prompt,
-                    job.seconds,
-                    job.size,
-                    job.error_code,
-                    job.error_message,
-                ),
+                "UPDATE videos SET status = ?, progress = 0 WHERE id = ? AND status IN (?, ?)",
+                (JobStatus.QUEUED.value, job_id, *UNFINISHED),
             )
 
     def get(self, job_id: str) -> VideoJob | None:
@@ -237,8 +256,8 @@ class VideoStore:
     def fail(self, job_id: str, code: str, message: str) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ? "
-                "WHERE id = ? AND status IN (?, ?)",
+                "UPDATE videos SET status = ?, error_code = ?, error_message = ?, "
+                f"completed_at = ?, {DROP_INPUT} WHERE id = ? AND status IN (?, ?)",
                 (
                     JobStatus.FAILED.value,
                     code,
@@ -255,7 +274,7 @@ class VideoStore:
         write_atomically(path, mp4)
         with self._lock:
             updated = self._db.execute(
-                "UPDATE videos SET status = ?, progress = 100, completed_at = ? "
+                f"UPDATE videos SET status = ?, progress = 100, completed_at = ?, {DROP_INPUT} "
                 "WHERE id = ? AND status IN (?, ?)",
                 (
                     JobStatus.COMPLETED.value,
@@ -336,20 +355,52 @@ class VideoStore:
             )
         return row
 
-    def _recover(self) -> None:
-        """Fail the jobs a previous server left unfinished; sweep files no record owns."""
-        with self._lock:
+    def _find_key(self, idempotency_key: str) -> KeyedJob | None:
+        live, live_args = self._live()
+        row = self._db.execute(
+            f"SELECT {COLUMNS}, request_digest FROM videos WHERE idempotency_key = ? AND {live}",
+            (idempotency_key, *live_args),
+        ).fetchone()
+        if row is None:  # an expired job that still holds the key gives it up
             self._db.execute(
-                "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ? "
-                "WHERE status IN (?, ?)",
-                (
-                    JobStatus.FAILED.value,
-                    SERVER_RESTARTED,
-                    "the server restarted before this job finished; submit it again",
-                    int(self._clock()),
-                    *UNFINISHED,
-                ),
+                "UPDATE videos SET idempotency_key = NULL WHERE idempotency_key = ?",
+                (idempotency_key,),
             )
+            return None
+        return KeyedJob(self._job(row[:-1]), row[-1])
+
+    def _fail_unfinished(self, condition: str, message: str) -> None:
+        self._db.execute(
+            "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ?, "
+            f"{DROP_INPUT} WHERE status IN (?, ?) AND {condition}",
+            (JobStatus.FAILED.value, SERVER_RESTARTED, message, int(self._clock()), *UNFINISHED),
+        )
+
+    def _add_new_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(videos)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE videos ADD COLUMN {name} {kind}")
+
+    def _recover(self, resume: bool) -> None:
+        """Queue again (or fail) what a previous server left unfinished; sweep stray files."""
+        with self._lock:
+            self._fail_unfinished(
+                "params IS NULL",
+                "the server restarted before this job finished, and no input was kept to run it "
+                "again; submit it again",
+            )
+            if resume:
+                self._db.execute(
+                    "UPDATE videos SET status = ?, progress = 0 WHERE status = ?",
+                    (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value),
+                )
+            else:
+                self._fail_unfinished(
+                    f"status = '{JobStatus.IN_PROGRESS.value}'",
+                    "the server restarted while this job ran, and does not run such jobs again "
+                    "(--no-resume); submit it again",
+                )
             completed = {
                 row[0]
                 for row in self._db.execute(
@@ -360,51 +411,3 @@ class VideoStore:
             stem = path.name.removesuffix(".mp4")
             if TEMP_MARKER in path.name or (is_job_id(stem) and stem not in completed):
                 path.unlink(missing_ok=True)
-
-
-def hold_directory(directory: Path) -> int:
-    """An exclusive flock on the directory's lock file, as an open descriptor to keep.
-
-    The kernel drops the lock when its holder exits, however it exits, so a crash never leaves
-    the directory locked. The holder's pid in the file is for the error message only.
-    """
-    path = directory / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(descriptor)
-        raise StorageInUseError(
-            f"storage path {directory} is in use by another omni server (pid {holder}); "
-            "give each server its own --storage-path"
-        ) from None
-    except BaseException:
-        os.close(descriptor)
-        raise
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-    return descriptor
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync it, rename, fsync the directory.
-
-    A reader (or a crash) sees either no file or the whole file, never a part of one.
-    """
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{secrets.token_hex(4)}")
-    try:
-        with open(temp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -68,6 +68,14 @@ class AsyncEngine:
         return self._engine.error if self._engine else None
 
     @property
+    def num_free_slots(self) -> int:
+        """How many more requests it would take now without refusing (none unless ready)."""
+        if not self.is_ready:
+            return 0
+        limit = self.config.max_num_running + self.config.max_num_waiting
+        return max(0, limit - len(self._streams))
+
+    @property
     def info(self) -> ModelInfo:
         self._check_ready()
         return self._engine.adapter.info

@@ -13,17 +13,20 @@ from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
 from omni.http.request_ids import add_request_id
+from omni.http.shutdown import DRAIN, Drain
 from omni.http.state import ENGINE, SERVER_CONFIG, STARTED_AT
 
 
 def build_app(config: ServerConfig) -> web.Application:
     """The app; its engine starts loading in the background when the app starts up."""
-    middlewares = [error_middleware]
+    drain = Drain()
+    middlewares = [error_middleware, drain.middleware]
     if config.api_key is not None:
         middlewares.append(api_key_middleware(config.api_key))
     # aiohttp refuses a body of exactly client_max_size bytes; max_body_bytes is allowed.
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[SERVER_CONFIG] = config
+    app[DRAIN] = drain
     app[ENGINE] = AsyncEngine(config.engine)
     app[STARTED_AT] = int(time.time())
     app.cleanup_ctx.append(run_engine)

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omni.config import EngineConfig
+from omni.limits import DEFAULT_MAX_QUEUED_VIDEO_JOBS
 
 DEFAULT_STORAGE_PATH = Path.home() / ".cache" / "omni" / "storage"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # room for an image-to-video reference upload
 DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0  # 32 MiB at about 4 Mbit/s
 DEFAULT_SEND_TIMEOUT_S = 60.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +25,15 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     storage_path: Path = DEFAULT_STORAGE_PATH  # video jobs and their files
     video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
+    max_queued_video_jobs: int = DEFAULT_MAX_QUEUED_VIDEO_JOBS  # beyond: POST /v1/videos is 503
+    resume_video_jobs: bool = True  # after a restart, run the jobs that were running again
     access_log: bool = False
     # A connection closes when no whole request head arrives this long after it opened or
     # after its last answer: idle keep-alive and slowloris heads alike.
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S  # for a body, from its head on: else 408
     send_timeout: float = DEFAULT_SEND_TIMEOUT_S  # a client that reads nothing this long is cut
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # after SIGTERM, for work in flight
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -39,6 +44,10 @@ class ServerConfig:
             raise ValueError("api_key must not be empty")
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
+        if self.max_queued_video_jobs < 1:
+            raise ValueError("max_queued_video_jobs must be at least 1")
         for name in ("keepalive_timeout", "request_timeout", "send_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        if not self.shutdown_timeout >= 0:
+            raise ValueError("shutdown_timeout must be a number of seconds, 0 or more")

@@ -100,6 +100,10 @@ class AppRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self.send_timeout = send_timeout
 
+    def set_shutdown_timeout(self, seconds: float) -> None:
+        """How long `cleanup` lets handlers still running finish before it cancels them."""
+        self._shutdown_timeout = seconds
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # The app builds its own web.Server (with its request factory and handler); only the

@@ -15,7 +15,9 @@ from omni.engine import AsyncEngine, EngineState
 from omni.http.app import build_app
 from omni.http.config import ServerConfig
 from omni.http.connection import AppRunner
+from omni.http.shutdown import DRAIN
 from omni.http.state import ENGINE
+from omni.http.videos import VIDEO_JOBS
 from omni.storage import StorageInUseError
 
 logger = logging.getLogger("omni.serve")
@@ -27,7 +29,7 @@ READY_POLL_S = 0.1
 @dataclass(slots=True)
 class RunningServer:
     app: web.Application
-    runner: web.AppRunner
+    runner: AppRunner
     url: str  # with the real port when the config asked for port 0
     announcer: asyncio.Task[None]
 
@@ -35,8 +37,19 @@ class RunningServer:
     def engine(self) -> AsyncEngine:
         return self.app[ENGINE]
 
-    async def stop(self) -> None:
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests (503) and wait up to `timeout` s for requests and video jobs in
+        flight; queued jobs stay queued. False if some were still running at the timeout."""
+        drain = self.app[DRAIN]
+        drain.is_draining = True
+        jobs = self.app[VIDEO_JOBS]
+        jobs.stop_dispatching()
+        return await drain.wait_idle(lambda: len(jobs.running), timeout)
+
+    async def stop(self, grace: float = GRACEFUL_SHUTDOWN_S) -> None:
+        """Close; handlers still running get `grace` seconds, then are cancelled."""
         self.announcer.cancel()
+        self.runner.set_shutdown_timeout(grace)
         await self.runner.cleanup()
 
 
@@ -84,17 +97,42 @@ async def announce_when_ready(engine: AsyncEngine, url: str) -> None:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run until SIGINT or SIGTERM, then drain handlers for a few seconds and stop the engine."""
+    """Run until a signal. SIGTERM drains first (up to --shutdown-timeout); SIGINT, or a second
+    signal while draining, stops at once, giving handlers a few seconds."""
     try:
         server = await start_server(config)
     except StorageInUseError as exc:
         raise SystemExit(f"omni.serve: {exc}") from None
-    stopping = asyncio.Event()
+    signals: asyncio.Queue[int] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
-            loop.add_signal_handler(signum, stopping.set)
+            loop.add_signal_handler(signum, signals.put_nowait, signum)
+    grace = GRACEFUL_SHUTDOWN_S
     try:
-        await stopping.wait()
+        if await signals.get() == signal.SIGTERM:
+            grace = await drain_until_done_or_signalled(server, signals, config.shutdown_timeout)
     finally:
-        await server.stop()
+        await server.stop(grace)
+
+
+async def drain_until_done_or_signalled(
+    server: RunningServer, signals: asyncio.Queue[int], timeout: float
+) -> float:
+    """Drain; the grace left for handlers afterwards (none once the timeout is spent)."""
+    logger.info(
+        "SIGTERM: finishing the work in flight for up to %g s; new requests get 503", timeout
+    )
+    drained = asyncio.create_task(server.drain(timeout))
+    signalled = asyncio.create_task(signals.get())
+    await asyncio.wait([drained, signalled], return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if not drained.done():
+        drained.cancel()
+        logger.info("a second signal: stopping now")
+        return GRACEFUL_SHUTDOWN_S
+    if not drained.result():
+        logger.warning(
+            "work still running after %g s is stopped; its jobs resume after a restart", timeout
+        )
+    return 0.0

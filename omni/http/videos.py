@@ -1,8 +1,7 @@
 """The Videos API: durable async jobs (/v1/videos) and a synchronous endpoint (/v1/videos/sync).
 
-A job is a record in the VideoStore plus, while it runs, one asyncio task that consumes the
-engine's progress stream, encodes the MP4 in a thread and hands it to the store. The store is
-the truth: every GET reads it, so a restarted server answers for the jobs it finished before.
+A job is a record in the VideoStore, queued there until VideoJobs hands it to the engine. The
+store is the truth: every GET reads it, so a restarted server answers for the jobs before it.
 """
 
 from __future__ import annotations
@@ -13,109 +12,25 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 
 from aiohttp import web
 
-from omni.engine import AsyncEngine, Progress
-from omni.errors import EngineOverloadedError, OmniError
 from omni.http.content import send_file
 from omni.http.errors import ApiError
 from omni.http.schemas import json_response
 from omni.http.state import ENGINE, SERVER_CONFIG
 from omni.http.video_form import read_video_form
+from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
-from omni.request import GenerationParams
-from omni.storage import JobStatus, VideoJob, VideoStore, new_job_id
+from omni.storage import JobStatus, VideoJob, VideoStore
 
 logger = logging.getLogger(__name__)
 
 MIN_POLL_AFTER_MS = 200
 MAX_POLL_AFTER_MS = 5000
-CANCEL_TIMEOUT_S = 10.0
 MAX_SWEEP_INTERVAL_S = 300.0
 LIMIT_DIGITS = re.compile(r"[0-9]+")  # str.isdigit takes "²", which int() refuses
-
-
-class VideoJobs:
-    """The running jobs: one task each, writing progress and results to the store."""
-
-    def __init__(self, engine: AsyncEngine, store: VideoStore) -> None:
-        self.engine = engine
-        self.store = store
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.starting: set[asyncio.Task[None]] = set()
-
-    async def submit(self, params: GenerationParams) -> VideoJob:
-        limit = self.engine.config.max_num_running + self.engine.config.max_num_waiting
-        if len(self.tasks) + len(self.starting) >= limit:
-            raise EngineOverloadedError(f"{limit} video jobs are already queued or running")
-        job = VideoJob(
-            id=new_job_id(),
-            created_at=int(time.time()),
-            status=JobStatus.QUEUED,
-            progress=0,
-            model=self.engine.config.name,
-            prompt=params.prompt,
-            seconds=f"{params.num_frames / params.fps:g}",
-            size=f"{params.width}x{params.height}",
-        )
-        # Shielded: a client that disconnects mid-insert must not leave a record with no task
-        # to run it (queued forever). The insert and the spawn finish together or not at all.
-        start = asyncio.create_task(self._start(job, params))
-        self.starting.add(start)
-        start.add_done_callback(self.starting.discard)
-        await asyncio.shield(start)
-        return job
-
-    async def _start(self, job: VideoJob, params: GenerationParams) -> None:
-        await asyncio.to_thread(self.store.create, job)
-        self.tasks[job.id] = asyncio.create_task(self._run(job.id, params), name=job.id)
-
-    async def _run(self, job_id: str, params: GenerationParams) -> None:
-        try:
-            finished = None
-            progress = -1
-            async with aclosing(self.engine.stream(params, request_id=job_id)) as events:
-                async for event in events:
-                    if isinstance(event, Progress):
-                        done = event.step_index * 100 // event.num_steps
-                        if done != progress:
-                            progress = done
-                            await asyncio.to_thread(self.store.mark_progress, job_id, done)
-                    else:
-                        finished = event
-            mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
-            await asyncio.to_thread(self.store.complete, job_id, mp4)
-        except asyncio.CancelledError:
-            raise  # deleted, or the server is stopping: the store's restart policy takes over
-        except OmniError as exc:
-            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc))
-        except Exception as exc:
-            logger.exception("video job %s failed", job_id)
-            message = f"{type(exc).__name__}: {exc}"
-            await asyncio.to_thread(self.store.fail, job_id, "internal_error", message)
-        finally:
-            self.tasks.pop(job_id, None)
-
-    async def delete(self, job_id: str) -> bool:
-        """Remove the record and file; a running job is aborted at its next step boundary."""
-        deleted = await asyncio.to_thread(self.store.delete, job_id)
-        task = self.tasks.pop(job_id, None)
-        if task is not None:
-            task.cancel()  # closing the engine stream aborts the request
-            await asyncio.wait([task], timeout=CANCEL_TIMEOUT_S)
-        return deleted
-
-    async def close(self) -> None:
-        if self.starting:  # let inserts in flight register their tasks, so they are cancelled
-            await asyncio.wait(list(self.starting), timeout=CANCEL_TIMEOUT_S)
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CANCEL_TIMEOUT_S)
 
 
 VIDEO_JOBS = web.AppKey("video_jobs", VideoJobs)
@@ -134,9 +49,15 @@ def add_video_routes(app: web.Application) -> None:
 
 async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
     config = app[SERVER_CONFIG]
-    store = await asyncio.to_thread(VideoStore, config.storage_path, config.video_retention_seconds)
-    jobs = VideoJobs(app[ENGINE], store)
+    store = await asyncio.to_thread(
+        VideoStore,
+        config.storage_path,
+        config.video_retention_seconds,
+        resume=config.resume_video_jobs,
+    )
+    jobs = VideoJobs(app[ENGINE], store, config.max_queued_video_jobs)
     app[VIDEO_JOBS] = jobs
+    await jobs.start()
     sweeper = asyncio.create_task(sweep_expired(store)) if store.retention_s else None
     try:
         yield
@@ -173,9 +94,10 @@ async def sweep_expired(store: VideoStore) -> None:
 
 async def create_video(request: web.Request) -> web.Response:
     jobs = request.app[VIDEO_JOBS]
+    key = idempotency_key(request.headers)
     form = await read_video_form(request)
     params = form.resolve(jobs.engine)
-    job = await jobs.submit(params)
+    job = await jobs.submit(params, key, request_digest(form) if key is not None else None)
     return json_response(job.to_json())
 
 

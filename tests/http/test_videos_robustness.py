@@ -8,13 +8,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from omni.http.videos import VIDEO_JOBS
 from omni.request import GenerationParams
-from omni.storage import JobStatus, VideoJob, VideoStore
+from omni.storage import JobStatus, KeyedJob, VideoJob, VideoStore
 from tests.http.servers import ServerProcess, ServerThread
 from tests.http.test_videos import assert_error, create, quick_job, wait_for_job
 from tests.test_storage import make_job
@@ -33,10 +34,10 @@ def test_a_submit_cancelled_during_the_insert_still_runs_its_job(
     release = threading.Event()
     insert = store.create
 
-    def held_insert(job: VideoJob) -> None:
+    def held_insert(job: VideoJob, *args: Any) -> KeyedJob:
         inserted.append(job)
         release.wait(GATE_TIMEOUT_S)
-        insert(job)
+        return insert(job, *args)
 
     async def submit_then_cancel() -> None:
         params = jobs.engine.resolve(

@@ -1,0 +1,260 @@
+"""Video jobs as a durable queue: accepted jobs wait in the store until the engine has room.
+
+`submit` only writes a queued record, with the job's input, to the store. One dispatcher task
+feeds queued jobs to the engine, oldest first, while the engine has free slots; a job the engine
+refuses anyway (a sync or image request took the slot first) goes back to the queue. So a job
+the API accepted is never failed for overload, and one that was queued when the server stopped
+is in the store, with its input, for the next server to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import io
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import aclosing, suppress
+from dataclasses import replace
+
+import msgspec
+from PIL import Image
+
+from omni.engine import AsyncEngine, Progress
+from omni.errors import EngineOverloadedError, OmniError
+from omni.http.errors import ApiError
+from omni.http.video_form import VideoForm
+from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
+from omni.media import encode_mp4
+from omni.request import GenerationParams
+from omni.storage import JobInput, JobStatus, KeyedJob, VideoJob, VideoStore, new_job_id
+
+logger = logging.getLogger(__name__)
+
+CANCEL_TIMEOUT_S = 10.0
+DISPATCH_POLL_S = 0.1  # how soon a job sees room that a sync or image request freed
+QUEUE_FULL_RETRY_AFTER_S = 5
+
+
+class VideoJobs:
+    """The queue of accepted jobs (ids in memory, the jobs in the store) and the running ones."""
+
+    def __init__(self, engine: AsyncEngine, store: VideoStore, max_queued: int) -> None:
+        self.engine = engine
+        self.store = store
+        self.max_queued = max_queued
+        self.queue: list[tuple[int, str]] = []  # a heap of (arrival number, job id)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.starting: set[asyncio.Task[KeyedJob]] = set()
+        self.is_dispatching = True
+        self._arrivals = itertools.count()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Queue the jobs the store holds queued (a restart's), then start dispatching."""
+        for job_id in await asyncio.to_thread(self.store.queued_ids):
+            heapq.heappush(self.queue, (next(self._arrivals), job_id))
+        if self.queue:
+            logger.info("%d video job(s) from before the restart are queued", len(self.queue))
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="video-dispatcher")
+
+    async def submit(
+        self,
+        params: GenerationParams,
+        idempotency_key: str | None = None,
+        request_digest: str | None = None,
+    ) -> VideoJob:
+        """Queue a job, or return the one made with this idempotency key; 503 when full.
+
+        `request_digest` tells a retry (the same digest) from another request with the key.
+        """
+        if idempotency_key is not None:
+            held = await asyncio.to_thread(self.store.find_key, idempotency_key)
+            if held is not None:
+                return same_request(held, request_digest, idempotency_key)
+        if len(self.queue) + len(self.starting) >= self.max_queued:
+            raise ApiError(
+                503,
+                f"the server is busy: {self.max_queued} video jobs are already queued "
+                "(--max-queued-video-jobs)",
+                code="video_queue_full",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+            )
+        job = VideoJob(
+            id=new_job_id(),
+            created_at=int(time.time()),
+            status=JobStatus.QUEUED,
+            progress=0,
+            model=self.engine.config.name,
+            prompt=params.prompt,
+            seconds=f"{params.num_frames / params.fps:g}",
+            size=f"{params.width}x{params.height}",
+        )
+        # Shielded: a client that disconnects mid-insert must not leave a record that is in the
+        # store but not in the queue (queued until a restart). Both happen or neither.
+        start = asyncio.create_task(self._insert(job, params, idempotency_key, request_digest))
+        self.starting.add(start)
+        start.add_done_callback(self.starting.discard)
+        held = await asyncio.shield(start)
+        return same_request(held, request_digest, idempotency_key)
+
+    async def _insert(
+        self, job: VideoJob, params: GenerationParams, key: str | None, digest: str | None
+    ) -> KeyedJob:
+        job_input = await asyncio.to_thread(encode_input, params)
+        held = await asyncio.to_thread(self.store.create, job, job_input, key, digest)
+        if held.job.id == job.id:
+            heapq.heappush(self.queue, (next(self._arrivals), job.id))
+            self._wake.set()
+        return held
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._dispatch_queued()
+            except Exception:  # a failing disk must not end dispatching for good
+                logger.exception("handing video jobs to the engine failed; retrying")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), DISPATCH_POLL_S)
+
+    async def _dispatch_queued(self) -> None:
+        while self.is_dispatching and self.queue and self.engine.num_free_slots > 0:
+            arrival, job_id = heapq.heappop(self.queue)
+            try:
+                params = await self._load(job_id)
+            except Exception as exc:
+                logger.exception("video job %s has an input that cannot be read", job_id)
+                await asyncio.to_thread(self.store.fail, job_id, "internal_error", str(exc))
+                continue
+            if params is None:  # deleted while it waited
+                continue
+            task = asyncio.create_task(self._run(arrival, job_id, params), name=job_id)
+            self.running[job_id] = task
+            await asyncio.sleep(0)  # it submits its request before free slots are counted
+
+    async def _load(self, job_id: str) -> GenerationParams | None:
+        job_input = await asyncio.to_thread(self.store.job_input, job_id)
+        if job_input is None:
+            return None
+        return await asyncio.to_thread(decode_input, job_input)
+
+    async def _run(self, arrival: int, job_id: str, params: GenerationParams) -> None:
+        refused = False
+        try:
+            finished = None
+            progress = -1
+            async with aclosing(self.engine.stream(params, request_id=job_id)) as events:
+                async for event in events:
+                    if isinstance(event, Progress):
+                        done = event.step_index * 100 // event.num_steps
+                        if done != progress:
+                            progress = done
+                            await asyncio.to_thread(self.store.mark_progress, job_id, done)
+                    else:
+                        finished = event
+            mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
+            await asyncio.to_thread(self.store.complete, job_id, mp4)
+        except asyncio.CancelledError:
+            raise  # deleted, or the server is stopping: the store's restart policy takes over
+        except EngineOverloadedError:  # a sync or image request took the free slot first
+            refused = True
+            await asyncio.to_thread(self.store.requeue, job_id)
+            heapq.heappush(self.queue, (arrival, job_id))
+        except OmniError as exc:
+            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc))
+        except Exception as exc:
+            logger.exception("video job %s failed", job_id)
+            message = f"{type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self.store.fail, job_id, "internal_error", message)
+        finally:
+            self.running.pop(job_id, None)
+            if not refused:  # after a refusal, the next try waits for the next poll
+                self._wake.set()
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove the record and file; a running job is aborted at its next step boundary."""
+        deleted = await asyncio.to_thread(self.store.delete, job_id)
+        if any(queued == job_id for _, queued in self.queue):
+            self.queue = [entry for entry in self.queue if entry[1] != job_id]
+            heapq.heapify(self.queue)
+        task = self.running.pop(job_id, None)
+        if task is not None:
+            task.cancel()  # closing the engine stream aborts the request
+            await asyncio.wait([task], timeout=CANCEL_TIMEOUT_S)
+        return deleted
+
+    def stop_dispatching(self) -> None:
+        """Queued jobs stay queued in the store; running ones run on."""
+        self.is_dispatching = False
+
+    async def close(self) -> None:
+        """Stop dispatching and cancel running jobs: a restart queues them again (or fails them)."""
+        self.stop_dispatching()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.wait([self._dispatcher])
+        if self.starting:  # let inserts in flight finish, so their jobs are in the store
+            await asyncio.wait(list(self.starting), timeout=CANCEL_TIMEOUT_S)
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_TIMEOUT_S)
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(
+            400,
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(key)}",
+            code="invalid_idempotency_key",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+def request_digest(form: VideoForm) -> str:
+    """Equal for two sends of one request, however their bodies were encoded."""
+    hasher = hashlib.sha256(msgspec.json.encode(form.request))
+    if form.image is not None:
+        hasher.update(f"{form.image.mode} {form.image.size}".encode())
+        hasher.update(form.image.tobytes())
+    return hasher.hexdigest()
+
+
+def same_request(held: KeyedJob, digest: str | None, key: str | None) -> VideoJob:
+    """The job that holds the key, if it was made from this very request; else 409."""
+    if held.request_digest is not None and held.request_digest != digest:
+        raise ApiError(
+            409,
+            f"Idempotency-Key {key!r} was used for another request (video {held.job.id}); "
+            "use a new key for a new request",
+            code="idempotency_key_reused",
+            param="Idempotency-Key",
+        )
+    return held.job
+
+
+def encode_input(params: GenerationParams) -> JobInput:
+    """The resolved params as JSON, the reference image (if any) as a PNG beside them."""
+    image = None
+    if params.image is not None:
+        buffer = io.BytesIO()
+        params.image.save(buffer, format="PNG")
+        image = buffer.getvalue()
+    return JobInput(msgspec.json.encode(replace(params, image=None)), image)
+
+
+def decode_input(job_input: JobInput) -> GenerationParams:
+    params = msgspec.json.decode(job_input.params, type=GenerationParams)
+    if job_input.reference_image is None:
+        return params
+    image = Image.open(io.BytesIO(job_input.reference_image))
+    image.load()
+    return replace(params, image=image)
