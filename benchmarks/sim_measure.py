@@ -11,6 +11,7 @@ median of repeated calls: the machine may be shared, and the servers run on it s
 from __future__ import annotations
 
 import base64
+import os
 import statistics
 import threading
 import time
@@ -29,6 +30,14 @@ from omni.models import load_model
 from omni.request import GenerationParams, Request
 
 PROMPT = "a lighthouse on a rocky island at dusk"
+NOTES = (
+    "Measured by benchmarks.sim_measure through omni's own adapter, stages and server; medians, "
+    "forward points timed round-robin. The machine may be shared: every figure carries its load "
+    "at the time. capacity: two threads' work per second over one thread's (clamped to 1). "
+    "slowdown: solved so the simulator matches a real omni.serve's images/s at 8 clients on "
+    "the default size (server_measured); it absorbs what the model leaves out (event-loop work "
+    "per step, the load generator's CPU, other tenants)."
+)
 
 
 def median_ms(call: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -273,4 +282,5 @@ def measure_profile(model: str, sides: Sequence[int], rows: Sequence[int], repea
     profile["response_shares_capacity"] = True
     profile["slowdown"] = calibrate_slowdown(profile, server, side)
     profile["measured_in_s"] = round(time.perf_counter() - started, 1)
+    profile["notes"] = NOTES + f" 1-minute load average at the end: {os.getloadavg()[0]:.1f}."
     return profile

@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 from benchmarks import simulate
+from benchmarks.report import plot, run_from_dict, table
 
 PROFILES = ("h100-flux.1-dev", "h100-qwen-image")
 WORKLOADS = ("mixed-steps", "mixed-resolution", "uniform-512")
 RATE_SHARES = (0.5, 0.8, 0.95)
-COMMON = ["--num-requests", "10000", "--policies", "fcfs", "shortest", "priority",
-          "--baselines", "batched", "sequential"]  # fmt: skip
+POLICIES = ["--policies", "fcfs", "shortest", "priority", "--baselines", "batched", "sequential"]
 
 
 def run(argv: list[str], commands: list[str]) -> list[dict]:
@@ -61,22 +61,30 @@ HEADER = (
 )
 
 
+def write_merged(directory: str, profile: str, workload: str, merged: list[dict]) -> None:
+    """Closed-loop and Poisson levels of each server in one JSON, text table and plot set."""
+    stem = Path(directory, f"sim-{profile}-{workload}")
+    runs = [run_from_dict(data) for data in merged]
+    title = f"SIMULATED, not measured: {profile}, {workload}"
+    plot(runs, stem, title)
+    stem.with_name(stem.name + ".txt").write_text(title + "\n\n" + table(runs) + "\n")
+    stem.with_name(stem.name + ".json").write_text(json.dumps(merged, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="benchmarks/results/sim")
     parser.add_argument("--profiles", nargs="+", default=list(PROFILES))
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    parser.add_argument("--num-requests", type=int, default=10000, help="per level")
     args = parser.parse_args()
     commands: list[str] = []
     sections = []
     for profile in args.profiles:
         for workload in args.workloads:
-            base = ["--profile", profile, "--workload", workload, *COMMON,
-                    "--output-dir", args.output_dir]  # fmt: skip
+            base = ["--profile", profile, "--workload", workload, "--num-requests",
+                    str(args.num_requests), *POLICIES, "--output-dir", args.output_dir]  # fmt: skip
             closed = run([*base, "--concurrency", "8", "32", "128"], commands)
-            Path(args.output_dir, f"sim-{profile}-{workload}-closed.json").write_text(
-                json.dumps(closed) + "\n"
-            )
             saturation = max(lv["requests_per_s"] for r in closed for lv in r["levels"])
             rates = [f"{saturation * share:.3g}" for share in RATE_SHARES]
             opened = run([*base, "--concurrency", "--rate", *rates], commands)
@@ -84,6 +92,7 @@ def main() -> None:
                 {**c, "levels": c["levels"] + o["levels"]}
                 for c, o in zip(closed, opened, strict=True)
             ]
+            write_merged(args.output_dir, profile, workload, merged)
             sections.append(
                 f"### {profile}, {workload}\n\nsaturation (most req/s at 128 clients): "
                 f"{saturation:.3f} req/s; Poisson rates {', '.join(rates)} req/s\n\n"

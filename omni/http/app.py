@@ -12,6 +12,7 @@ from omni.http import images, info, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
+from omni.http.openapi import get_openapi
 from omni.http.request_ids import add_request_id
 from omni.http.shutdown import DRAIN, Drain
 from omni.http.state import ENGINE, SERVER_CONFIG, STARTED_AT
@@ -39,6 +40,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", info.health)
     app.router.add_get("/v1/models", info.list_models)
     app.router.add_get("/v1/stats", info.engine_stats)
+    app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/v1/images/generations", images.create_images)
     videos.add_video_routes(app)
 
