@@ -24,6 +24,7 @@ from omni.limits import (
     DEFAULT_MAX_NUM_RUNNING,
     DEFAULT_MAX_NUM_WAITING,
     DEFAULT_MAX_STARVATION_STEPS,
+    MAX_PADDING_RATIO,
 )
 from omni.request import Request, RequestStatus
 from omni.scheduler.policy import POLICIES, ranked
@@ -72,22 +73,48 @@ class RunnerOutput:
 class Forward:
     """The requests of one forward and its padded cost: rows x the longest row."""
 
+    key: Hashable  # the denoiser every request in it runs
     requests: list[Request] = field(default_factory=list)
     rows: int = 0
     longest_row: int = 0
+    real_tokens: int = 0
 
-    def fits(self, request: Request, config: SchedulerConfig) -> bool:
+    def misfit(self, request: Request, config: SchedulerConfig) -> str | None:
+        """None if `request` fits; else "budget" (the forward is full) or "padding" (its size is
+        too far from the others': padding would waste more than MAX_PADDING_RATIO allows)."""
         if not self.requests:  # a request over the budget alone still runs, alone
-            return True
+            return None
         rows = self.rows + request.num_rows
-        tokens = rows * max(self.longest_row, request.tokens_per_row)
+        padded = rows * max(self.longest_row, request.tokens_per_row)
         budget = config.max_num_batched_tokens
-        return rows <= config.max_batch_size and (budget is None or tokens <= budget)
+        if rows > config.max_batch_size or (budget is not None and padded > budget):
+            return "budget"
+        real = self.real_tokens + request.num_rows * request.tokens_per_row
+        return "padding" if padded > MAX_PADDING_RATIO * real else None
 
     def add(self, request: Request) -> None:
         self.requests.append(request)
         self.rows += request.num_rows
         self.longest_row = max(self.longest_row, request.tokens_per_row)
+        self.real_tokens += request.num_rows * request.tokens_per_row
+
+
+def place(request: Request, forwards: list[Forward], config: SchedulerConfig) -> bool:
+    """Put `request` in the first forward of its denoiser it fits, or in a new one when it fits
+    none only because of its size; False when the forwards it could share are full."""
+    misfits = set()
+    for forward in forwards:
+        if forward.key == request.batch_key:
+            misfit = forward.misfit(request, config)
+            if misfit is None:
+                forward.add(request)
+                return True
+            misfits.add(misfit)
+    if "budget" in misfits:
+        return False
+    forwards.append(Forward(request.batch_key))
+    forwards[-1].add(request)
+    return True
 
 
 class Scheduler:
@@ -99,7 +126,6 @@ class Scheduler:
         self.num_steps = 0  # forwards scheduled so far: the clock of starvation and arrival
         self._live: dict[str, Request] = {}
         self._to_decode: list[Request] = []
-        self._group_last_served: dict[Hashable, int] = {}
 
     @property
     def has_work(self) -> bool:
@@ -145,7 +171,6 @@ class Scheduler:
         ready = [r for r in order if r.status == RequestStatus.DENOISING]
         if ready:
             output.denoise = self._pick_batch(ready)
-            self._group_last_served[output.denoise[0].batch_key] = self.num_steps
             self.num_steps += 1
             now = time.monotonic()
             for request in output.denoise:
@@ -154,47 +179,37 @@ class Scheduler:
         return output
 
     def _admit(self, order: list[Request]) -> list[Request]:
-        """Waiting requests that get a place in their forward, in the policy's order."""
-        forwards: dict[Hashable, Forward] = {}
+        """Waiting requests that get a place in a forward, in the policy's order."""
+        forwards: list[Forward] = []
         admitted: list[Request] = []
         num_running = len(self.running)
         for request in order:
-            if request.status not in (RequestStatus.WAITING, RequestStatus.ENCODING,
-                                      RequestStatus.DENOISING):  # fmt: skip
+            if request.status == RequestStatus.DECODING:
                 continue
-            forward = forwards.setdefault(request.batch_key, Forward())
-            if not forward.fits(request, self.config):
+            is_waiting = request.status == RequestStatus.WAITING
+            if is_waiting and num_running >= self.config.max_num_running:
                 continue
-            if request.status == RequestStatus.WAITING:
-                if num_running >= self.config.max_num_running:
-                    continue
+            if place(request, forwards, self.config) and is_waiting:
                 request.status = RequestStatus.ENCODING
                 request.last_progress_step = self.num_steps
                 admitted.append(request)
                 num_running += 1
-            forward.add(request)
         if admitted:
             self.running.extend(admitted)
             self.waiting = deque(r for r in self.waiting if r.status == RequestStatus.WAITING)
         return admitted
 
     def _pick_batch(self, ready: list[Request]) -> list[Request]:
-        """One forward: the group to serve, filled in the policy's order."""
-        first = ready[0]
-        is_starved = self.num_steps - first.last_progress_step >= self.config.max_starvation_steps
-        if self.config.policy == "fcfs" and not is_starved:
-            # Round robin over denoisers: the one served longest ago goes next.
-            key = min(
-                dict.fromkeys(r.batch_key for r in ready),
-                key=lambda k: self._group_last_served.get(k, -1),
-            )
-        else:
-            key = first.batch_key
-        forward = Forward()
+        """One forward. Under fcfs the one holding the request that ran longest ago, so
+        denoisers and sizes that cannot share take turns; otherwise the best-ranked one."""
+        forwards: list[Forward] = []
         for request in ready:
-            if request.batch_key == key and forward.fits(request, self.config):
-                forward.add(request)
-        return forward.requests
+            place(request, forwards, self.config)
+        if self.config.policy == "fcfs":
+            return min(
+                forwards, key=lambda f: min(r.last_progress_step for r in f.requests)
+            ).requests
+        return forwards[0].requests
 
     def update(self, output: SchedulerOutput, runner_output: RunnerOutput) -> list[Request]:
         """Apply one executed step and finished stages; returns the requests that left."""
@@ -230,9 +245,6 @@ class Scheduler:
         for request in done:
             request.finish_time = now
             del self._live[request.request_id]
-        live_keys = {r.batch_key for r in self.running}
-        for key in [k for k in self._group_last_served if k not in live_keys]:
-            del self._group_last_served[key]
         return done
 
     def fail_all(self) -> list[Request]:

@@ -55,11 +55,23 @@ def test_every_running_request_takes_part_in_every_step_while_it_fits():
 
 def test_the_budget_counts_rows_times_the_longest_row():
     scheduler = Scheduler(SchedulerConfig(max_num_batched_tokens=400))
-    big, small, guided = make_request(tokens=200), make_request(tokens=50), make_request(rows=2)
+    big, small = make_request(tokens=200), make_request(tokens=180)
+    guided = make_request(rows=2, tokens=190)
     scheduler.add(big, small, guided)
     output, _ = run_step(scheduler)
     # big + small is 2 rows x 200 = 400; the guided request would make it 4 rows x 200.
     assert output.prepare == [big, small]
+
+
+def test_sizes_far_apart_take_turns_instead_of_padding_the_small_to_the_large():
+    scheduler = Scheduler(SchedulerConfig(max_num_batched_tokens=100_000))
+    large, near = make_request(num_steps=6, tokens=4608), make_request(num_steps=6, tokens=4096)
+    small = [make_request(num_steps=6, tokens=1536) for _ in range(3)]
+    scheduler.add(large, near, *small)
+    run_step(scheduler)
+    batches = [set(run_step(scheduler)[0].denoise) for _ in range(4)]
+    # Padding a 1536-token row to 4608 would waste more than a quarter of the forward.
+    assert batches == [{large, near}, set(small), {large, near}, set(small)]
 
 
 def test_the_row_cap_holds_whatever_the_token_budget():
