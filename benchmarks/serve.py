@@ -17,7 +17,7 @@ import asyncio
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -156,6 +156,11 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-scale", type=float, default=1.0, help="multiply sizes (tiny: 1/16)")
     parser.add_argument("--step-scale", type=float, default=1.0, help="multiply step counts")
     parser.add_argument("--size-multiple", type=int, default=16, help="round scaled sizes to this")
+    parser.add_argument(
+        "--unique-prompts",
+        action="store_true",
+        help="make every prompt distinct (by default prompts repeat from a list of 8)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="*", default=None)
     parser.add_argument("--rate", type=float, nargs="*", default=[], help="Poisson req/s")
     parser.add_argument("--num-requests", type=int, default=32, help="per load level")
@@ -185,7 +190,10 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
-    return load_workload(args.workload).scaled(args.size_scale, args.step_scale, args.size_multiple)
+    workload = load_workload(args.workload).scaled(
+        args.size_scale, args.step_scale, args.size_multiple
+    )
+    return replace(workload, unique_prompts=args.unique_prompts)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

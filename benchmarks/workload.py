@@ -72,6 +72,7 @@ class Workload:
     name: str
     classes: tuple[RequestClass, ...]
     description: str = ""
+    unique_prompts: bool = False  # every request's prompt differs: no text-embedding cache hits
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -156,7 +157,10 @@ def sample_requests(workload: Workload, count: int, seed: int) -> list[RequestSp
     by_name = {c.name: c for c in workload.classes}
     classes = [by_name[name] for name, n in class_counts(workload, count).items() for _ in range(n)]
     rng.shuffle(classes)
-    return [RequestSpec(c, rng.choice(PROMPTS), rng.randrange(2**31)) for c in classes]
+    specs = [RequestSpec(c, rng.choice(PROMPTS), rng.randrange(2**31)) for c in classes]
+    if workload.unique_prompts:
+        specs = [replace(s, prompt=f"{s.prompt}, take {s.seed}") for s in specs]
+    return specs
 
 
 def standalone_requests(workload: Workload, seed: int) -> list[RequestSpec]:

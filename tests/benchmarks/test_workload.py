@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -78,3 +79,12 @@ def test_sampled_requests_follow_the_weights_and_repeat_under_the_same_seed():
     assert Counter(s.request_class.name for s in specs) == {"a": 30, "b": 10}
     assert specs == sample_requests(workload, 40, seed=7)
     assert specs != sample_requests(workload, 40, seed=8)
+
+
+def test_unique_prompts_differ_for_every_request_and_keep_classes_and_seeds():
+    workload = load_workload("mixed-steps")
+    plain = sample_requests(workload, 64, seed=3)
+    unique = sample_requests(replace(workload, unique_prompts=True), 64, seed=3)
+    assert len({s.prompt for s in plain}) <= 8
+    assert len({s.prompt for s in unique}) == 64
+    assert [(s.request_class, s.seed) for s in unique] == [(s.request_class, s.seed) for s in plain]
