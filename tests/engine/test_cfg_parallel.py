@@ -26,13 +26,15 @@ CFG = dict(negative_prompt="blurry, low quality", true_cfg_scale=4.0)
 
 
 def mixed_batch() -> list[GenerationParams]:
-    """CFG and non-CFG requests of one size, so they share step batches."""
+    """CFG and non-CFG requests, and two sizes: they share step batches, and the ranks gather
+    rows of different shapes."""
     return [
         image_params(seed=1, **CFG),
         image_params(seed=2),
         image_params(seed=3, num_inference_steps=6, **CFG),
         image_params(seed=4, guidance_scale=7.0),
         image_params(seed=5, num_inference_steps=2),
+        image_params(seed=6, width=48, height=64, **CFG),
     ]
 
 

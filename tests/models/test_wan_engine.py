@@ -117,6 +117,7 @@ def test_concurrent_videos_share_steps_and_each_matches_its_solo_run(tiny_wan22_
         video_params(prompt="a boat on a calm sea", seed=2, guidance_scale=1.0),
         video_params(prompt="a city at night", seed=3, num_inference_steps=6, guidance_scale_2=1.0),
         video_params(seed=4, num_frames=5, negative_prompt="blurry"),
+        video_params(seed=5, width=48, height=64),  # another size: padded into the same forward
     ]
 
     async def scenario():
