@@ -15,7 +15,6 @@ import omni.models.wan_varlen as wan_varlen
 from omni.flow import cfg_combine, euler_step, model_timesteps
 from omni.models.base import FamilyAdapter, Row
 from omni.models.flux import FluxAdapter
-from omni.models.wan import WanAdapter
 from omni.request import GenerationParams, Request
 
 CPU = torch.device("cpu")
@@ -34,26 +33,6 @@ WAN_SIZES = [
     {"height": 16, "width": 64, "num_frames": 1},
     {"height": 16, "width": 16, "num_frames": 13, "guidance_scale": 3.0},
 ]
-
-
-@pytest.fixture(scope="module")
-def flux(tiny_flux_dir) -> FluxAdapter:
-    return FluxAdapter("tiny", tiny_flux_dir, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def t2v(tiny_wan_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan", tiny_wan_dir, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def t2v_two_experts(tiny_wan22_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan22", tiny_wan22_dir, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def i2v(tiny_wan_i2v_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan-i2v", tiny_wan_i2v_dir, CPU, torch.float32)
 
 
 def prepared(

@@ -34,21 +34,6 @@ def still_image() -> Image.Image:
     return Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def t2v(tiny_wan_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan", tiny_wan_dir, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def t2v_two_experts(tiny_wan22_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan22", tiny_wan22_dir, CPU, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def i2v(tiny_wan_i2v_dir) -> WanAdapter:
-    return WanAdapter("tiny-wan-i2v", tiny_wan_i2v_dir, CPU, torch.float32)
-
-
 @pytest.mark.parametrize("num_frames", range(-2, 40))
 def test_valid_num_frames_is_the_nearest_4k_plus_1_with_ties_rounding_down(num_frames):
     frames = valid_num_frames(num_frames)
