@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from benchmarks.load import poisson_arrivals
 from benchmarks.metrics import LevelResult, RequestRecord, summarize_level
@@ -73,14 +73,16 @@ def scheduler_config(profile: Profile, policy: str, options: SimOptions) -> Sche
     budget = options.max_num_batched_tokens
     if budget is None and options.profile_seconds > 0:
         budget = auto_budget(profile, options.max_batch_size, options.profile_seconds)
-    return SchedulerConfig(
+    # Through EngineConfig's own mapping, so the simulated scheduler is configured as a served one.
+    shared = {f.name for f in fields(SimOptions)} & {f.name for f in fields(EngineConfig)}
+    shared.discard("max_num_batched_tokens")
+    engine = replace(
+        DEFAULTS,
+        **{name: getattr(options, name) for name in shared},
         max_num_batched_tokens=budget,
-        max_batch_size=options.max_batch_size,
-        max_num_running=options.max_num_running,
-        max_num_waiting=options.max_num_waiting,
-        policy=policy,
-        max_starvation_steps=options.max_starvation_steps,
+        scheduling_policy=policy,
     )
+    return engine.scheduler_config
 
 
 ServerFactory = Callable[[Loop, Callable[[SimRequest], None]], Server]

@@ -30,9 +30,9 @@ from benchmarks.report import RunResult, plot, table, to_json
 from benchmarks.serve import add_load_arguments, workload_from_args
 from benchmarks.sim_profile import load_profile
 from benchmarks.sim_run import SimOptions, level_plans, scheduler_config, simulate_run
+from omni.scheduler import POLICIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-POLICIES = ("fcfs", "shortest", "priority")
 BASELINE_NAMES = ("batched", "sequential")
 
 
@@ -116,7 +116,7 @@ def plot_title(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-omni-tiny", help="a shipped name or a path")
-    parser.add_argument("--policies", nargs="*", choices=POLICIES, default=["fcfs"])
+    parser.add_argument("--policies", nargs="*", choices=list(POLICIES), default=["fcfs"])
     parser.add_argument("--baselines", nargs="*", choices=BASELINE_NAMES, default=[])
     parser.add_argument("--max-num-batched-tokens", type=int, help="default: the start-up knee")
     parser.add_argument("--max-batch-size", type=int, default=SimOptions().max_batch_size)

@@ -11,6 +11,7 @@ from omni.limits import (
     DEFAULT_MAX_NUM_RUNNING,
     DEFAULT_MAX_NUM_WAITING,
     DEFAULT_MAX_STARVATION_STEPS,
+    DEFAULT_SCHEDULING_POLICY,
 )
 from omni.scheduler import SchedulerConfig
 
@@ -28,7 +29,7 @@ class EngineConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_num_running: int = DEFAULT_MAX_NUM_RUNNING
     max_num_waiting: int = DEFAULT_MAX_NUM_WAITING
-    scheduling_policy: str = "fcfs"
+    scheduling_policy: str = DEFAULT_SCHEDULING_POLICY
     max_starvation_steps: int = DEFAULT_MAX_STARVATION_STEPS
     overlap_stages: bool = True  # encode and decode on a worker thread beside the forward
     profile_seconds: float = 10.0  # start-up profile's time limit; 0 skips it

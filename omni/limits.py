@@ -35,6 +35,7 @@ DEFAULT_MAX_BATCH_SIZE = 64  # rows in one forward, whatever the token budget
 DEFAULT_MAX_NUM_RUNNING = 64
 DEFAULT_MAX_NUM_WAITING = 256
 DEFAULT_MAX_STARVATION_STEPS = 64
+DEFAULT_SCHEDULING_POLICY = "fcfs"
 # Rows of different sizes share a forward padded to the longest while the padded tokens stay
 # within this multiple of the real ones; sizes further apart take turns in forwards of their own.
 MAX_PADDING_RATIO = 1.25

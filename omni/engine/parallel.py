@@ -197,8 +197,6 @@ class ParallelStep:
             return None, status
         try:
             local = self.adapter.forward(rows)
-            if isinstance(local, torch.Tensor):
-                local = list(local.split(1))
         except Exception as exc:
             logger.exception("forward failed on rank %d", self.group.rank)
             status.update(error=f"{type(exc).__name__}: {exc}", oom=is_out_of_memory(exc))

@@ -15,6 +15,7 @@ decodes that queue while the decoder is busy run as one batch, and a decode wait
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -106,6 +107,7 @@ class InlineStages:
         self.adapter = adapter
         self.records: collections.deque[StageRecord] = collections.deque(maxlen=NUM_STAGE_RECORDS)
         self._results = StageResults()
+        self._lock: contextlib.AbstractContextManager = contextlib.nullcontext()
 
     def encode(self, requests: list[Request]) -> None:
         """Prompt embeddings, initial latents, sigmas and the sampler's step sizes."""
@@ -120,28 +122,34 @@ class InlineStages:
             request.latents = request.cond = None
 
     def submit_encode(self, requests: list[Request]) -> None:
-        self._run("encode", self.encode, requests, self._results.encoded)
+        self._run("encode", self.encode, requests)
 
     def submit_decode(self, requests: list[Request]) -> None:
         for group in group_by_shape(requests):
-            self._run("decode", self.decode, group, self._results.decoded)
+            self._run("decode", self.decode, group)
 
-    def _run(self, kind: str, stage: Callable, requests: list[Request], done: list[str]) -> None:
+    def _run(self, kind: str, stage: Callable, requests: list[Request]) -> None:
+        """Run one call of a stage and file its outcome for the next `collect`."""
         start = time.monotonic()
         failed: dict[str, str] = {}
         with torch.inference_mode():
             run_guarded(stage, requests, failed)
-        self.records.append(StageRecord(kind, len(requests), start, time.monotonic()))
-        self._results.failed.update(failed)
-        done.extend(r.request_id for r in requests if r.request_id not in failed)
+        end = time.monotonic()
+        with self._lock:
+            self.records.append(StageRecord(kind, len(requests), start, end))
+            self._results.failed.update(failed)
+            done = self._results.encoded if kind == "encode" else self._results.decoded
+            done.extend(r.request_id for r in requests if r.request_id not in failed)
 
     def has_results(self) -> bool:
-        results = self._results
-        return bool(results.encoded or results.decoded or results.failed)
+        with self._lock:
+            results = self._results
+            return bool(results.encoded or results.decoded or results.failed)
 
     def collect(self) -> StageResults:
-        results, self._results = self._results, StageResults()
-        return results
+        with self._lock:
+            results, self._results = self._results, StageResults()
+            return results
 
     def close(self) -> None:
         """Nothing runs in the background."""
@@ -189,14 +197,6 @@ class ThreadStages(InlineStages):
             self._decodes.extend(DecodeJob(r, now, ready) for r in requests)
             self._lock.notify_all()
 
-    def has_results(self) -> bool:
-        with self._lock:
-            return super().has_results()
-
-    def collect(self) -> StageResults:
-        with self._lock:
-            return super().collect()
-
     def close(self) -> None:
         with self._lock:
             self._stopping = True
@@ -214,19 +214,8 @@ class ThreadStages(InlineStages):
                 requests, ready = job
                 if ready is not None:
                     stream.wait_event(ready)
-                self._timed(kind, stage, requests)
+                self._run(kind, stage, requests)
                 self.notify()
-
-    def _timed(self, kind: str, stage: Callable, requests: list[Request]) -> None:
-        start = time.monotonic()
-        failed: dict[str, str] = {}
-        run_guarded(stage, requests, failed)
-        end = time.monotonic()
-        with self._lock:
-            self.records.append(StageRecord(kind, len(requests), start, end))
-            self._results.failed.update(failed)
-            done = self._results.encoded if kind == "encode" else self._results.decoded
-            done.extend(r.request_id for r in requests if r.request_id not in failed)
 
     def _encode_on_stream(self, requests: list[Request]) -> None:
         stream = self._streams["encode"]

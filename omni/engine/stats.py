@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from omni.limits import DEFAULT_SCHEDULING_POLICY
+
 
 @dataclass(slots=True)
 class EngineStats:
@@ -17,7 +19,7 @@ class EngineStats:
     batch_size_counts: dict[int, int] = field(default_factory=dict)  # requests per forward
     num_rows_run: int = 0  # rows over all forwards, CFG rows included
     num_tokens_run: int = 0  # padded tokens over all forwards
-    scheduling_policy: str = "fcfs"
+    scheduling_policy: str = DEFAULT_SCHEDULING_POLICY
     max_num_batched_tokens: int | None = None  # the budget in force
     forward_profile: str | None = None  # the start-up profile the budget came from
 

@@ -119,10 +119,7 @@ class FamilyAdapter(ABC):
     def predict(self, requests: list[Request]) -> list[torch.Tensor]:
         """One batched forward at each request's current step; one velocity per request."""
         rows = self.rows(requests)
-        prediction = self.forward(rows)
-        if isinstance(prediction, torch.Tensor):  # a same-shape forward's stacked rows
-            prediction = list(prediction.split(1))
-        return self.combine(requests, rows, prediction)
+        return self.combine(requests, rows, self.forward(rows))
 
     def combine(
         self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]

@@ -24,6 +24,7 @@ from omni.limits import (
     DEFAULT_MAX_NUM_RUNNING,
     DEFAULT_MAX_NUM_WAITING,
     DEFAULT_MAX_STARVATION_STEPS,
+    DEFAULT_SCHEDULING_POLICY,
     MAX_PADDING_RATIO,
 )
 from omni.request import Request, RequestStatus
@@ -36,7 +37,7 @@ class SchedulerConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows in one forward; real CFG takes two
     max_num_running: int = DEFAULT_MAX_NUM_RUNNING  # requests holding latents at once
     max_num_waiting: int = DEFAULT_MAX_NUM_WAITING
-    policy: str = "fcfs"
+    policy: str = DEFAULT_SCHEDULING_POLICY
     max_starvation_steps: int = DEFAULT_MAX_STARVATION_STEPS
 
     def __post_init__(self) -> None:

@@ -140,3 +140,16 @@ def test_the_served_model_name_is_accepted(url: str) -> None:
     response = generate(url, prompt="a cat", model=SERVED_NAME, seed=1)
 
     assert response.status_code == 200
+
+
+def test_priority_is_taken_within_its_bounds_and_does_not_change_the_image(url: str):
+    plain = generate(url, prompt="a red fox", size="64x64", seed=11)
+    urgent = generate(url, prompt="a red fox", size="64x64", seed=11, priority=-5)
+    too_large = generate(url, prompt="a red fox", priority=2**40)
+
+    assert plain.status_code == urgent.status_code == 200, urgent.text
+    assert_same_image(
+        decode(urgent.json()["data"][0]["b64_json"]), decode(plain.json()["data"][0]["b64_json"])
+    )
+    assert too_large.status_code == 422
+    assert "priority" in json.dumps(too_large.json())
