@@ -6,10 +6,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from omni.flow import (
     calculate_shift,
+    cfg_combine,
+    cfg_combine_all,
     euler_step,
+    euler_steps,
     flow_sigmas,
     linear_sigmas,
     scheduler_default_sigmas,
+    step_sizes,
 )
 
 FLUX_DEV = dict(
@@ -73,3 +77,26 @@ def test_euler_step_is_diffusers_step(dtype):
         ours = euler_step(ours, velocity, sigmas[index], sigmas[index + 1])
         assert ours.dtype == latents.dtype
         assert torch.equal(ours, latents)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_batched_euler_and_cfg_equal_the_one_request_steps_bit_for_bit(dtype):
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(1, 16, 8), (1, 4, 8), (1, 36, 8)]
+    latents = [torch.randn(s, generator=generator).to(dtype) for s in shapes]
+    cond = [torch.randn(s, generator=generator).to(dtype) for s in shapes]
+    uncond = [torch.randn(s, generator=generator).to(dtype) for s in shapes]
+    sigmas = torch.cat(
+        [torch.rand(6, generator=generator).sort(descending=True).values, torch.zeros(1)]
+    )
+    indices, scales = [0, 3, 5], [4.0, 2.5, 7.0]
+
+    velocities = cfg_combine_all(cond, uncond, scales)
+    sizes = step_sizes(sigmas)
+    moved = euler_steps(latents, velocities, [sizes[i] for i in indices])
+
+    for i, index in enumerate(indices):
+        velocity = cfg_combine(cond[i], uncond[i], scales[i])
+        assert torch.equal(velocities[i], velocity)
+        expected = euler_step(latents[i], velocity, sigmas[index], sigmas[index + 1])
+        assert torch.equal(moved[i], expected)
