@@ -28,6 +28,17 @@ def calculate_shift(
     return image_seq_len * slope + base_shift - slope * base_seq_len
 
 
+def config_shift(config: Mapping[str, Any], image_seq_len: int) -> float:
+    """`calculate_shift` with the line a scheduler config (or its defaults) gives."""
+    return calculate_shift(
+        image_seq_len,
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
+    )
+
+
 def check_scheduler_config(config: Mapping[str, Any]) -> None:
     for option in UNSUPPORTED_SIGMA_OPTIONS:
         if config.get(option):
@@ -43,18 +54,23 @@ def linear_sigmas(num_steps: int) -> np.ndarray:
     return np.linspace(1.0, 1.0 / num_steps, num_steps).astype(np.float32)
 
 
-def scheduler_default_sigmas(num_steps: int, config: Mapping[str, Any]) -> np.ndarray:
+def scheduler_default_sigmas(
+    num_steps: int, config: Mapping[str, Any], *, sigma_min: float | None = None
+) -> np.ndarray:
     """The unshifted sigmas the scheduler makes itself when a pipeline passes none (Wan does this).
 
     Its lowest sigma is the training schedule's last one, already shifted once when the shift is
-    static, so such schedules are shifted twice at their low end: reproduced as is.
+    static, so such schedules are shifted twice at their low end: reproduced as is. A pipeline
+    may set the scheduler's `sigma_min` first (Z-Image sets 0): `sigma_min` replaces it.
     """
     num_train = config.get("num_train_timesteps", 1000)
-    sigma_min = torch.tensor(1.0 / num_train, dtype=torch.float32)
-    if not config.get("use_dynamic_shifting", False):
-        shift = config.get("shift", 1.0)
-        sigma_min = shift * sigma_min / (1 + (shift - 1) * sigma_min)
-    return np.linspace(num_train, sigma_min.item() * num_train, num_steps) / num_train
+    if sigma_min is None:
+        low = torch.tensor(1.0 / num_train, dtype=torch.float32)
+        if not config.get("use_dynamic_shifting", False):
+            shift = config.get("shift", 1.0)
+            low = shift * low / (1 + (shift - 1) * low)
+        sigma_min = low.item()
+    return np.linspace(num_train, sigma_min * num_train, num_steps) / num_train
 
 
 def flow_sigmas(
@@ -62,25 +78,21 @@ def flow_sigmas(
     config: Mapping[str, Any],
     *,
     image_seq_len: int | None = None,
+    mu: float | None = None,
     shift: float | None = None,
 ) -> torch.Tensor:
     """Shift `base` sigmas as FlowMatchEulerDiscreteScheduler.set_timesteps does; append a final 0.
 
-    `config` is that scheduler's config. With dynamic shifting `image_seq_len` gives `mu`;
-    otherwise `shift` (a request's flow_shift) overrides the config's static shift.
-    Returns float32 of length len(base) + 1.
+    `config` is that scheduler's config. With dynamic shifting `mu` (or `image_seq_len`, from
+    which the config's own line gives `mu`) sets the shift; otherwise `shift` (a request's
+    flow_shift) overrides the config's static shift. Returns float32 of length len(base) + 1.
     """
     sigmas = base
     if config.get("use_dynamic_shifting", False):
-        if image_seq_len is None:
-            raise ValueError("dynamic shifting needs the image sequence length")
-        mu = calculate_shift(
-            image_seq_len,
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+        if mu is None and image_seq_len is None:
+            raise ValueError("dynamic shifting needs mu or the image sequence length")
+        if mu is None:
+            mu = config_shift(config, image_seq_len)
         if config.get("time_shift_type", "exponential") == "linear":
             sigmas = mu / (mu + (1 / sigmas - 1))
         else:

@@ -43,6 +43,7 @@ class GenerationParams:
     flow_shift: float | None = None
     image: Any = None  # a PIL image conditioning image-to-video
     priority: int | None = None  # --scheduling-policy priority: lower runs first (None: 0)
+    sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
 
 
 @dataclass(eq=False)
@@ -64,10 +65,11 @@ class Request:
     # Filled by the family adapter.
     cond: Any = None
     latents: Any = None
-    sigmas: Any = None
+    sigmas: Any = None  # float32, num_steps + 1
+    timesteps: Any = None  # the `t` its pipeline would hand the transformer at each step
+    sampler: Any = None  # the omni.samplers.Sampler that updates it
+    sampler_state: Any = None  # that sampler's history for this request (step sizes, past x0)
     output: Any = None
-    # Filled by the runner: the sampler's per-step increments, as Python floats.
-    step_sizes: list[float] | None = None
 
     arrival_time: float = field(default_factory=time.monotonic)
     first_step_time: float | None = None

@@ -5,18 +5,20 @@ from __future__ import annotations
 import torch
 
 from omni.engine.stages import InlineStages, ThreadStages, run_guarded
-from omni.flow import euler_steps
 from omni.models.base import FamilyAdapter
 from omni.request import Request
 from omni.scheduler import RunnerOutput, SchedulerOutput
 
 
-def advance(requests: list[Request], velocities: list[torch.Tensor]) -> None:
-    """The sampler's update for the whole batch at once: one Euler step for every request."""
-    sizes = [r.step_sizes[r.step_index] for r in requests]
-    moved = euler_steps([r.latents for r in requests], velocities, sizes)
-    for request, latents in zip(requests, moved, strict=True):
-        request.latents = latents
+def advance(requests: list[Request], outputs: list[torch.Tensor]) -> None:
+    """Every request's sampler update: one batched update per sampler in the batch."""
+    by_sampler: dict[int, tuple[list[Request], list[torch.Tensor]]] = {}
+    for request, output in zip(requests, outputs, strict=True):
+        group = by_sampler.setdefault(id(request.sampler), ([], []))
+        group[0].append(request)
+        group[1].append(output)
+    for group, group_outputs in by_sampler.values():
+        group[0].sampler.step(group, group_outputs)
 
 
 class Runner:

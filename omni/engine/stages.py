@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 import torch
 
-from omni.flow import step_sizes
 from omni.models.base import FamilyAdapter
 from omni.request import Request
 
@@ -110,16 +109,14 @@ class InlineStages:
         self._lock: contextlib.AbstractContextManager = contextlib.nullcontext()
 
     def encode(self, requests: list[Request]) -> None:
-        """Prompt embeddings, initial latents, sigmas and the sampler's step sizes."""
+        """Prompt embeddings, initial latents, and each request's schedule and sampler state."""
         self.adapter.prepare(requests)
-        for request in requests:
-            request.step_sizes = step_sizes(request.sigmas)
 
     def decode(self, requests: list[Request]) -> None:
         outputs = self.adapter.decode(requests)
         for request, result in zip(requests, outputs, strict=True):
             request.output = result
-            request.latents = request.cond = None
+            request.latents = request.cond = request.sampler_state = None
 
     def submit_encode(self, requests: list[Request]) -> None:
         self._run("encode", self.encode, requests)

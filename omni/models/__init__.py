@@ -10,6 +10,7 @@ import torch
 from omni.config import EngineConfig
 from omni.errors import ModelNotFoundError
 from omni.models.base import FamilyAdapter, ModelInfo
+from omni.models.registry import adapter_class
 
 __all__ = ["FamilyAdapter", "ModelInfo", "load_adapter", "load_model", "resolve_model_dir"]
 
@@ -37,18 +38,6 @@ def resolve_model_dir(model: str) -> Path:
             f"model {model!r} not found: it is not a built-in model ({builtins}), not a local "
             "directory, and not in the local Hugging Face cache (omni does not download weights)"
         ) from exc
-
-
-def adapter_class(pipeline_class: str) -> type[FamilyAdapter]:
-    if pipeline_class == "FluxPipeline":
-        from omni.models.flux import FluxAdapter
-
-        return FluxAdapter
-    if pipeline_class in ("WanPipeline", "WanImageToVideoPipeline"):
-        from omni.models.wan import WanAdapter
-
-        return WanAdapter
-    raise ModelNotFoundError(f"omni has no adapter for {pipeline_class} models yet")
 
 
 def load_adapter(model: str, name: str, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:

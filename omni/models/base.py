@@ -16,9 +16,11 @@ from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
 from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 from omni.request import GenerationParams, Request
+from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
 SERVING_DEFAULTS_FILE = "omni.json"
-SCHEDULING_FIELDS = frozenset({"priority"})  # read by the scheduler, whatever the family
+# Fields every family takes: the scheduler's, and the sampler, which the engine applies.
+COMMON_FIELDS = frozenset({"priority", "sampler"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,32 @@ class FamilyAdapter(ABC):
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.default_sampler = "euler"
+        self.samplers: dict[str, Sampler] = {}
+
+    # Sampling ----------------------------------------------------------------------------------
+
+    def init_samplers(self, scheduler_config: dict[str, Any]) -> None:
+        """Every sampler, the default being the scheduler class the pipeline ships."""
+        self.default_sampler, self.samplers = samplers_for(scheduler_config)
+
+    def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
+        """What the family's pipeline passes to set_timesteps (custom sigmas, mu, a shift)."""
+        return ScheduleInputs()
+
+    def schedule(self, params: GenerationParams) -> Schedule:
+        """The sigmas and timesteps resolved params run with."""
+        sampler = self.samplers[params.sampler or self.default_sampler]
+        return sampler.schedule(params.num_inference_steps, self.schedule_inputs(params))
+
+    def start_sampling(self, request: Request) -> None:
+        """Give a request its sampler, schedule and fresh sampler state (in `prepare`)."""
+        sampler = self.samplers[request.params.sampler or self.default_sampler]
+        schedule = sampler.schedule(request.num_steps, self.schedule_inputs(request.params))
+        request.sampler = sampler
+        request.sigmas = schedule.sigmas
+        request.timesteps = schedule.timesteps
+        request.sampler_state = sampler.start(schedule)
 
     @property
     @abstractmethod
@@ -152,7 +180,7 @@ class FamilyAdapter(ABC):
     def check_fields(self, params: GenerationParams) -> None:
         for f in fields(params):
             value = getattr(params, f.name)
-            supported = f.name in self.supported_fields or f.name in SCHEDULING_FIELDS
+            supported = f.name in self.supported_fields or f.name in COMMON_FIELDS
             if value is not None and not supported:
                 raise InvalidRequestError(
                     f"{f.name} is not supported by {self.kind} model {self.name}", param=f.name
@@ -201,9 +229,15 @@ class FamilyAdapter(ABC):
             raise InvalidRequestError(
                 f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}", param="priority"
             )
+        if params.sampler is not None and params.sampler not in self.samplers:
+            raise InvalidRequestError(
+                f"unknown sampler {params.sampler!r}; {self.name} has "
+                + ", ".join(sorted(self.samplers)),
+                param="sampler",
+            )
         if seed is None:
             params = replace(params, seed=secrets.randbelow(2**32))
-        return params
+        return replace(params, sampler=params.sampler or self.default_sampler)
 
 
 def seeded_noise(shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:

@@ -12,17 +12,13 @@ from diffusers import FluxPipeline
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux import FluxAttention, _get_qkv_projections
 
-from omni.flow import (
-    check_scheduler_config,
-    flow_sigmas,
-    linear_sigmas,
-    model_timesteps,
-)
+from omni.flow import config_shift, linear_sigmas
 from omni.limits import MAX_SIDE
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
 from omni.models.text_cache import TextEmbeddingCache
 from omni.request import GenerationParams, Request
+from omni.samplers import ScheduleInputs
 
 MAX_SEQUENCE_LENGTH = 512
 
@@ -62,7 +58,7 @@ class FluxAdapter(FamilyAdapter):
         self.pipe = FluxPipeline.from_pretrained(model_dir, dtype=dtype).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.scheduler_config = dict(self.pipe.scheduler.config)
-        check_scheduler_config(self.scheduler_config)
+        self.init_samplers(self.scheduler_config)
         self.vae_scale_factor = self.pipe.vae_scale_factor
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
         self.has_guidance_embeds = bool(self.pipe.transformer.config.guidance_embeds)
@@ -130,14 +126,16 @@ class FluxAdapter(FamilyAdapter):
             request.latents = FluxPipeline._pack_latents(noise, 1, num_channels, height, width).to(
                 self.device
             )
-            request.sigmas = flow_sigmas(
-                linear_sigmas(request.num_steps),
-                self.scheduler_config,
-                image_seq_len=request.latents.shape[1],
-            ).to(self.device)
+            self.start_sampling(request)
         for (embeds, pooled), request in zip(texts[len(requests) :], negatives, strict=True):
             request.cond.negative_embeds = embeds
             request.cond.negative_pooled = pooled
+
+    def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
+        """FluxPipeline's: sigmas linspace(1, 1/n, n) and mu from the image token count."""
+        height, width = self._latent_size(params)
+        mu = config_shift(self.scheduler_config, (height // 2) * (width // 2))
+        return ScheduleInputs(sigmas=linear_sigmas(params.num_inference_steps), mu=mu)
 
     def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         embeds, pooled, _ = self.pipe.encode_prompt(
@@ -158,13 +156,14 @@ class FluxAdapter(FamilyAdapter):
             embeds.append(cond.negative_embeds if row.uncond else cond.prompt_embeds)
             pooled.append(cond.negative_pooled if row.uncond else cond.pooled)
         latents = [r.request.latents for r in rows]
-        sigmas = torch.stack([r.request.sigmas[r.request.step_index] for r in rows])
+        timesteps = torch.stack([r.request.timesteps[r.request.step_index] for r in rows])
         guidance = None
         if self.has_guidance_embeds:
             scales = [r.request.params.guidance_scale for r in rows]
             guidance = torch.tensor(scales, dtype=torch.float32, device=self.device)
         inputs = dict(
-            timestep=model_timesteps(sigmas, latents[0].dtype),
+            # FluxPipeline passes t in the latents' dtype, divided by 1000.
+            timestep=timesteps.to(self.device, latents[0].dtype) / 1000,
             guidance=guidance,
             pooled_projections=torch.cat(pooled),
             return_dict=False,

@@ -1,12 +1,8 @@
 """Wan family (Wan2.1 / Wan2.2): text-to-video, image-to-video, and two denoising experts.
 
-Sampler. Wan checkpoints ship UniPCMultistepScheduler, a multistep solver whose history of past
-predictions lives in the scheduler object for one pipeline call. omni owns the denoising loop
-and lets requests join and leave at any step, so it steps every request with flow-matching Euler
-instead: the schedule is exactly `FlowMatchEulerDiscreteScheduler(shift=flow_shift)
-.set_timesteps(num_inference_steps)`, with `flow_shift` the request's or else the shipped
-scheduler's. Outputs therefore match WanPipeline with its scheduler swapped for that one, not
-WanPipeline with UniPC (which needs fewer steps for the same quality).
+Sampler. Wan checkpoints ship UniPCMultistepScheduler, and omni samples with it by default (its
+history lives on each request, see omni.samplers), so outputs match WanPipeline as shipped. A
+request's `flow_shift` replaces the shipped scheduler's shift; `sampler` picks another solver.
 
 Experts. As in WanPipeline, `transformer` runs the steps whose timestep is at or above
 `boundary_ratio * num_train_timesteps` (high noise) with `guidance_scale`; `transformer_2` runs
@@ -33,7 +29,6 @@ from diffusers import DiffusionPipeline, WanImageToVideoPipeline
 from PIL import Image
 
 from omni.errors import InvalidRequestError
-from omni.flow import flow_sigmas, scheduler_default_sigmas
 from omni.limits import (
     MAX_FLOW_SHIFT,
     MAX_FPS,
@@ -49,14 +44,15 @@ from omni.models.wan_rules import (
     LOW_NOISE,
     check_range,
     first,
-    flow_config,
     guidance_for,
     nearest_multiple,
+    shipped_shift,
     to_uint8,
     valid_num_frames,
 )
 from omni.models.wan_varlen import padded_forward
 from omni.request import GenerationParams, Request
+from omni.samplers import ScheduleInputs
 
 MAX_SEQUENCE_LENGTH = 512
 
@@ -106,7 +102,10 @@ class WanAdapter(FamilyAdapter):
         self.is_image_to_video = isinstance(pipe, WanImageToVideoPipeline)
         self.experts = [pipe.transformer, pipe.transformer_2]
         self.has_two_experts = pipe.transformer_2 is not None
-        self.flow_config = flow_config(dict(pipe.scheduler.config))
+        scheduler_config = dict(pipe.scheduler.config)
+        self.flow_shift = shipped_shift(scheduler_config)
+        self.num_train_timesteps = scheduler_config.get("num_train_timesteps", 1000)
+        self.init_samplers(scheduler_config)
         self.temporal = pipe.vae_scale_factor_temporal
         self.spatial = pipe.vae_scale_factor_spatial
         transformer_config = pipe.transformer.config
@@ -173,7 +172,7 @@ class WanAdapter(FamilyAdapter):
         d = self.defaults
         num_frames = first(params.num_frames, d.num_frames)
         fps = first(params.fps, d.fps)
-        flow_shift = first(params.flow_shift, self.flow_config["shift"])
+        flow_shift = first(params.flow_shift, self.flow_shift)
         guidance = first(params.guidance_scale, d.guidance_scale)
         guidance_2 = ratio = None
         if self.has_two_experts:
@@ -237,21 +236,15 @@ class WanAdapter(FamilyAdapter):
         height, width = params.height // self.spatial, params.width // self.spatial
         return (1, self.z_dim, num_latent_frames, height, width)
 
-    def _sigmas(self, params: GenerationParams) -> torch.Tensor:
-        config = {**self.flow_config, "shift": params.flow_shift}
-        base = scheduler_default_sigmas(params.num_inference_steps, config)
-        return flow_sigmas(base, config)
-
-    def _timesteps(self, sigmas: torch.Tensor) -> torch.Tensor:
-        """The transformer's timestep for sigmas: on the 0-1000 training scale, in float32."""
-        return sigmas * self.flow_config["num_train_timesteps"]
+    def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
+        return ScheduleInputs(shift=params.flow_shift)  # WanPipeline passes only the step count
 
     def _experts(self, params: GenerationParams) -> list[int]:
         num_steps = params.num_inference_steps
         if params.boundary_ratio is None:
             return [HIGH_NOISE] * num_steps
-        boundary = params.boundary_ratio * self.flow_config["num_train_timesteps"]
-        is_high_noise = self._timesteps(self._sigmas(params)[:-1]) >= boundary
+        boundary = params.boundary_ratio * self.num_train_timesteps
+        is_high_noise = self.schedule(params).timesteps >= boundary
         return [HIGH_NOISE if high else LOW_NOISE for high in is_high_noise.tolist()]
 
     # Tensors ---------------------------------------------------------------------------------
@@ -271,7 +264,7 @@ class WanAdapter(FamilyAdapter):
             request.cond = WanCond(embeds_of[params.prompt], negative, conditions.get(id(request)))
             noise = seeded_noise(self._latent_shape(params), params.seed, torch.float32)
             request.latents = noise.to(self.device)
-            request.sigmas = self._sigmas(params).to(self.device)
+            self.start_sampling(request)
 
     def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor]:
         embeds, _ = self.pipe.encode_prompt(
@@ -323,8 +316,9 @@ class WanAdapter(FamilyAdapter):
             row.request.cond.negative_embeds if row.uncond else row.request.cond.prompt_embeds
             for row in rows
         ]
-        sigmas = torch.stack([r.sigmas[r.step_index] for r in requests])
-        timestep = self._timesteps(sigmas)
+        # The scheduler's own timesteps (UniPC's are integers), as WanPipeline passes them.
+        timestep = torch.stack([r.timesteps[r.step_index].float() for r in requests])
+        timestep = timestep.to(self.device)
         if len({(r.latents.shape, e.shape) for r, e in zip(requests, embeds, strict=True)}) > 1:
             hidden = [self._model_input(r).to(model.dtype) for r in requests]
             return padded_forward(model, hidden, timestep, embeds)

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from omni.errors import InvalidRequestError
-from omni.flow import check_scheduler_config
 from omni.request import GenerationParams
 
 HIGH_NOISE, LOW_NOISE = 0, 1
@@ -36,25 +35,11 @@ def nearest_multiple(value: int | None, multiple: int) -> int | None:
     return max(multiple, (value + multiple // 2) // multiple * multiple)
 
 
-def flow_config(scheduler_config: dict[str, Any]) -> dict[str, Any]:
-    """The FlowMatchEulerDiscreteScheduler config omni samples with, from the shipped one's."""
-    if scheduler_config.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
-        check_scheduler_config(scheduler_config)
-        if scheduler_config.get("use_dynamic_shifting"):
-            raise NotImplementedError("Wan with a dynamically shifted schedule is not supported")
-        shift = scheduler_config.get("shift", 1.0)
-    elif scheduler_config.get("use_flow_sigmas"):
-        shift = scheduler_config.get("flow_shift", 1.0)
-    else:
-        raise NotImplementedError(
-            f"{scheduler_config.get('_class_name')} without flow sigmas is not a flow-matching "
-            "schedule omni can sample"
-        )
-    return {
-        "num_train_timesteps": scheduler_config.get("num_train_timesteps", 1000),
-        "shift": shift,
-        "shift_terminal": scheduler_config.get("shift_terminal"),
-    }
+def shipped_shift(scheduler_config: dict[str, Any]) -> float:
+    """The static shift Wan's shipped scheduler samples with: a request's flow_shift default."""
+    if scheduler_config.get("use_dynamic_shifting"):
+        raise NotImplementedError("Wan with a dynamically shifted schedule is not supported")
+    return scheduler_config.get("shift", scheduler_config.get("flow_shift", 1.0))
 
 
 def guidance_for(params: GenerationParams, expert: int) -> float | None:

@@ -12,7 +12,7 @@ from PIL import Image
 
 import omni.models.flux as flux_module
 import omni.models.wan_varlen as wan_varlen
-from omni.flow import cfg_combine, euler_step, model_timesteps
+from omni.flow import cfg_combine, model_timesteps
 from omni.models.base import FamilyAdapter, Row
 from omni.models.flux import FluxAdapter
 from omni.request import GenerationParams, Request
@@ -180,7 +180,7 @@ def test_same_size_rows_are_bit_identical_to_one_diffusers_call(flux, t2v):
     with torch.inference_mode():
         expected = t2v.experts[0](
             hidden_states=torch.cat([r.request.latents for r in rows]),
-            timestep=torch.stack([r.request.sigmas[0] for r in rows]) * 1000,
+            timestep=torch.stack([r.request.timesteps[0].float() for r in rows]),
             encoder_hidden_states=torch.cat(embeds),
             return_dict=False,
         )[0]
@@ -188,7 +188,8 @@ def test_same_size_rows_are_bit_identical_to_one_diffusers_call(flux, t2v):
 
 
 def denoise(adapter: FamilyAdapter, requests: list[Request]) -> None:
-    """Every step of the requests, all in one forward per step, with CFG and Euler per request."""
+    """Every step of the requests, all in one forward per step, with CFG and each request's
+    own sampler stepping it alone."""
     while requests[0].step_index < requests[0].num_steps:
         rows = adapter.rows(requests)
         predictions = {
@@ -200,8 +201,7 @@ def denoise(adapter: FamilyAdapter, requests: list[Request]) -> None:
             scale = adapter.cfg_scale(request)
             if scale is not None:
                 velocity = cfg_combine(velocity, predictions[id(request), True], scale)
-            sigmas = request.sigmas[request.step_index : request.step_index + 2]
-            request.latents = euler_step(request.latents, velocity, *sigmas)
+            request.sampler.step([request], [velocity])
             request.step_index += 1
 
 

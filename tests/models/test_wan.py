@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
 from PIL import Image
 
 from omni.errors import InvalidRequestError
@@ -79,14 +79,25 @@ def test_resolve_fills_defaults_from_the_model_directory(t2v, tiny_wan_dir):
 
 @pytest.mark.parametrize("flow_shift", [None, 1.0, 5.0, 12.0])
 @pytest.mark.parametrize("num_steps", [1, 4, 50])
-def test_schedule_is_flow_match_euler_with_the_flow_shift(t2v, flow_shift, num_steps):
-    request = make_request(t2v, num_inference_steps=num_steps, flow_shift=flow_shift)
+@pytest.mark.parametrize("sampler", [None, "euler"])
+def test_schedule_is_the_shipped_unipc_or_the_chosen_euler_with_the_flow_shift(
+    t2v, flow_shift, num_steps, sampler
+):
+    request = make_request(
+        t2v, num_inference_steps=num_steps, flow_shift=flow_shift, sampler=sampler
+    )
     with torch.inference_mode():
         t2v.prepare([request])
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=request.params.flow_shift)
+    if sampler is None:
+        assert request.params.sampler == "unipc"  # the class the tiny model's pipeline ships
+        scheduler = UniPCMultistepScheduler.from_config(
+            t2v.pipe.scheduler.config, flow_shift=request.params.flow_shift
+        )
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=request.params.flow_shift)
     scheduler.set_timesteps(num_steps)
     assert torch.equal(request.sigmas, scheduler.sigmas)
-    assert torch.equal(t2v._timesteps(request.sigmas[:-1]), scheduler.timesteps)
+    assert torch.equal(request.timesteps, scheduler.timesteps)
 
 
 @pytest.mark.parametrize("boundary_ratio", [None, 0.0, 0.5, 0.9, 1.0])
@@ -101,7 +112,9 @@ def test_experts_switch_at_the_step_wan_pipeline_switches(
     request = make_request(
         t2v_two_experts, num_inference_steps=8, guidance_scale=1.0, boundary_ratio=boundary_ratio
     )
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=request.params.flow_shift)
+    pipe.scheduler = UniPCMultistepScheduler.from_config(
+        pipe.scheduler.config, flow_shift=request.params.flow_shift
+    )
     pipe.register_to_config(boundary_ratio=request.params.boundary_ratio)
     p = request.params
     pipe(prompt=p.prompt, height=p.height, width=p.width, num_frames=1, num_inference_steps=8,

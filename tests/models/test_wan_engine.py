@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
+from diffusers import (
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+)
 from PIL import Image
 
 from omni.errors import InvalidRequestError
@@ -32,11 +37,18 @@ def gradient_image(width: int = 48, height: int = 40) -> Image.Image:
 
 
 def diffusers_video(model_dir, params: GenerationParams) -> np.ndarray:
-    """WanPipeline (or its image-to-video sibling) with omni's sampler: flow-matching Euler."""
+    """WanPipeline (or its image-to-video sibling) as shipped: its own UniPC scheduler, left in
+    place unless the request changes its shift or picks the Euler sampler."""
     pipeline_class = WanPipeline if params.image is None else WanImageToVideoPipeline
     pipe = pipeline_class.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=params.flow_shift)
+    assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
+    if params.sampler == "euler":
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=params.flow_shift)
+    elif params.flow_shift != pipe.scheduler.config.flow_shift:
+        pipe.scheduler = UniPCMultistepScheduler.from_config(
+            pipe.scheduler.config, flow_shift=params.flow_shift
+        )
     extra: dict[str, Any] = {}
     if params.boundary_ratio is not None:
         pipe.register_to_config(boundary_ratio=params.boundary_ratio)
@@ -69,8 +81,9 @@ def assert_same_video(actual: np.ndarray, expected: np.ndarray) -> None:
         {"negative_prompt": "blurry, static", "flow_shift": 5.0, "seed": 7, "num_frames": 5},
         {"guidance_scale": 1.0, "width": 48, "height": 32, "num_inference_steps": 3},
         {"num_frames": 1, "seed": 2},
+        {"sampler": "euler", "num_inference_steps": 5},
     ],
-    ids=["cfg", "negative-prompt-shift-5", "no-cfg-wide", "one-frame"],
+    ids=["cfg", "negative-prompt-shift-5", "no-cfg-wide", "one-frame", "euler"],
 )
 def test_text_to_video_is_the_same_as_diffusers(tiny_wan_dir, overrides):
     (result,), _ = generate_all(tiny_wan_dir, [video_params(**overrides)])
