@@ -50,8 +50,10 @@ def check_scheduler_config(config: Mapping[str, Any]) -> None:
 
 
 def linear_sigmas(num_steps: int) -> np.ndarray:
-    """The unshifted sigmas Flux-family pipelines hand to the scheduler."""
-    return np.linspace(1.0, 1.0 / num_steps, num_steps).astype(np.float32)
+    """The unshifted sigmas Flux-family pipelines hand to the scheduler, in their float64.
+
+    FlowMatchEulerDiscreteScheduler rounds them to float32 first; UniPC takes them as they are."""
+    return np.linspace(1.0, 1.0 / num_steps, num_steps)
 
 
 def scheduler_default_sigmas(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -33,7 +34,7 @@ def test_dynamic_shift_schedule_is_diffusers_schedule(num_steps, image_seq_len):
     scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_DEV)
     mu = calculate_shift(image_seq_len)
     scheduler.set_timesteps(sigmas=linear_sigmas(num_steps), mu=mu)
-    ours = flow_sigmas(linear_sigmas(num_steps), scheduler.config, image_seq_len=image_seq_len)
+    ours = flow_sigmas(linear_sigmas(num_steps).astype(np.float32), scheduler.config, image_seq_len=image_seq_len)
     assert torch.equal(ours, scheduler.sigmas)
 
 
@@ -50,12 +51,12 @@ def test_shift_terminal_and_linear_time_shift_match_diffusers():
     config = dict(FLUX_DEV, shift_terminal=0.1, time_shift_type="linear")
     scheduler = FlowMatchEulerDiscreteScheduler(**config)
     scheduler.set_timesteps(sigmas=linear_sigmas(12), mu=calculate_shift(2048))
-    ours = flow_sigmas(linear_sigmas(12), scheduler.config, image_seq_len=2048)
+    ours = flow_sigmas(linear_sigmas(12).astype(np.float32), scheduler.config, image_seq_len=2048)
     assert torch.equal(ours, scheduler.sigmas)
 
 
 def test_request_flow_shift_overrides_static_shift():
-    base = linear_sigmas(10)
+    base = linear_sigmas(10).astype(np.float32)
     config = {"shift": 1.0}
     assert not torch.equal(flow_sigmas(base, config, shift=5.0), flow_sigmas(base, config))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)

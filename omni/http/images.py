@@ -101,6 +101,7 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         true_cfg_scale=body.true_cfg_scale,
         seed=body.seed,
         priority=body.priority,
+        sampler=body.sampler,
         num_frames=1 if is_video else None,
     )
 

@@ -40,6 +40,7 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
     true_cfg_scale: Guidance | None = None
     seed: Seed | None = None
     priority: Priority | None = None  # --scheduling-policy priority: lower runs first
+    sampler: str | None = None  # euler, unipc or dpm++2m; the model's own scheduler by default
 
 
 class ImageData(msgspec.Struct):

@@ -81,6 +81,7 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     true_cfg_scale: Guidance | None = None
     seed: Seed | None = None
     priority: Priority | None = None
+    sampler: str | None = None
     negative_prompt: str | None = None
     enable_frame_interpolation: bool | None = None
     frame_interpolation_exp: FrameInterpolationExp | None = None
@@ -119,6 +120,7 @@ class VideoForm:
             true_cfg_scale=body.true_cfg_scale,
             seed=body.seed,
             priority=body.priority,
+            sampler=body.sampler,
             num_frames=body.num_frames,
             fps=body.fps,
             guidance_scale_2=body.guidance_scale_2,

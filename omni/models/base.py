@@ -231,7 +231,7 @@ class FamilyAdapter(ABC):
             )
         if params.sampler is not None and params.sampler not in self.samplers:
             raise InvalidRequestError(
-                f"unknown sampler {params.sampler!r}; {self.name} has "
+                f"unknown sampler {params.sampler[:40]!r}; {self.name} has "
                 + ", ".join(sorted(self.samplers)),
                 param="sampler",
             )

@@ -132,9 +132,12 @@ class FluxAdapter(FamilyAdapter):
             request.cond.negative_pooled = pooled
 
     def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
-        """FluxPipeline's: sigmas linspace(1, 1/n, n) and mu from the image token count."""
+        """FluxPipeline's: mu from the image token count, and sigmas linspace(1, 1/n, n) except
+        for schedulers with flow sigmas of their own (UniPC, DPM-Solver), which it passes none."""
         height, width = self._latent_size(params)
         mu = config_shift(self.scheduler_config, (height // 2) * (width // 2))
+        if self.samplers[params.sampler].config.get("use_flow_sigmas"):
+            return ScheduleInputs(mu=mu)
         return ScheduleInputs(sigmas=linear_sigmas(params.num_inference_steps), mu=mu)
 
     def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

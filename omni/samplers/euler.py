@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from omni.flow import euler_steps, flow_sigmas, scheduler_default_sigmas, step_sizes
@@ -16,7 +17,9 @@ class EulerSampler(Sampler):
     def schedule(self, num_steps: int, inputs: ScheduleInputs) -> Schedule:
         config = self.config if inputs.shift is None else {**self.config, "shift": inputs.shift}
         base = inputs.sigmas
-        if base is None:
+        if base is not None:
+            base = np.asarray(base).astype(np.float32)  # as set_timesteps(sigmas=...) does
+        else:
             base = scheduler_default_sigmas(num_steps, config, sigma_min=inputs.sigma_min)
         sigmas = flow_sigmas(base, config, mu=inputs.mu)
         return Schedule(sigmas, sigmas[:-1] * self.num_train_timesteps)

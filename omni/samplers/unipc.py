@@ -8,6 +8,7 @@ diffusers'.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,9 +207,10 @@ def solve(
 
 
 def time_shift(mu: float, sigmas: np.ndarray, kind: str) -> np.ndarray:
+    """diffusers' time_shift with sigma 1; Python floats keep a float32 array in float32."""
     if kind == "linear":
         return mu / (mu + (1 / sigmas - 1))
-    return np.exp(mu) / (np.exp(mu) + (1 / sigmas - 1))
+    return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1))
 
 
 def check_multistep_config(config: dict, name: str) -> None:

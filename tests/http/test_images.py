@@ -153,3 +153,18 @@ def test_priority_is_taken_within_its_bounds_and_does_not_change_the_image(url: 
     )
     assert too_large.status_code == 422
     assert "priority" in json.dumps(too_large.json())
+
+
+def test_sampler_picks_the_solver_and_an_unknown_one_is_a_400(url: str):
+    default = generate(url, prompt="a red fox", size="64x64", seed=3)
+    euler = generate(url, prompt="a red fox", size="64x64", seed=3, sampler="euler")
+    unipc = generate(url, prompt="a red fox", size="64x64", seed=3, sampler="unipc")
+    unknown = generate(url, prompt="a red fox", sampler="ddim")
+
+    assert default.status_code == euler.status_code == unipc.status_code == 200, unipc.text
+    image_of = lambda response: decode(response.json()["data"][0]["b64_json"])  # noqa: E731
+    assert_same_image(image_of(euler), image_of(default))  # the model's own scheduler is Euler
+    assert np.abs(np.asarray(image_of(unipc), float) - np.asarray(image_of(euler), float)).mean() > 0.5
+    assert unknown.status_code == 400
+    error = unknown.json()["error"]
+    assert error["param"] == "sampler" and "dpm++2m, euler, unipc" in error["message"]

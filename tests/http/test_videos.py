@@ -7,6 +7,7 @@ import io
 import time
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 import requests
@@ -209,6 +210,17 @@ def test_sync_returns_the_mp4_bytes_with_timing_headers(video_url: str) -> None:
     assert_mp4(decode(response.content), num_frames=5, fps=10, width=48, height=32)
 
 
+def test_sync_takes_a_sampler(video_url: str) -> None:
+    form = {"prompt": "a robot", "num_frames": "5", "seed": "1", "sampler": "dpm++2m"}
+    response = requests.post(f"{video_url}/v1/videos/sync", data=form, timeout=60)
+    default = requests.post(f"{video_url}/v1/videos/sync", data={**form, "sampler": "unipc"})
+
+    assert response.status_code == default.status_code == 200, response.text
+    frames, default_frames = decode(response.content).frames, decode(default.content).frames
+    assert len(frames) == 5
+    assert np.abs(np.asarray(frames, float) - np.asarray(default_frames, float)).mean() > 0.5
+
+
 def test_concurrent_jobs_share_denoising_steps(video_url: str) -> None:
     def batched_steps() -> int:
         counts = stats(video_url)["batch_size_counts"]
@@ -283,6 +295,7 @@ REFUSED_FORMS = [
     ({"model": "sora-2"}, 400, "not served here"),
     ({"width": "8192"}, 422, "<= 4096"),
     ({"true_cfg_scale": "4"}, 400, "true_cfg_scale"),
+    ({"sampler": "ddim"}, 400, "unknown sampler 'ddim'"),
     ({"image_reference": f"data:image/png;base64,{PNG_1PX}"}, 400, "text-to-video"),
     ({"image_reference": "not even an image"}, 400, "text-to-video"),  # refused unread
 ]
