@@ -3,7 +3,8 @@
 Rank 0 owns the scheduler and the HTTP side. Every rank runs the same loop: receive
 `(method, args)` by broadcast, run it, gather. Both ranks prepare every request themselves
 (prompt encoding and seeded noise are deterministic), run their rows of the step's forward,
-all-gather the predictions and apply the same Euler update, so the request replicas stay equal
+all-gather the predictions and apply the same sampler update (each replica keeps its own
+sampler history, equal on both ranks), so the request replicas stay equal
 without sending latents. Only rank 0 decodes. Encoding runs inside the step here (every rank
 must encode in lockstep); decoding too.
 
