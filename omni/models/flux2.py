@@ -4,8 +4,8 @@ Follows diffusers' Flux2KleinPipeline (text-to-image): the prompt goes through Q
 template padded to a fixed length (so every prompt shares a forward without masks), the noise is
 drawn directly in the patchified [1, 4*C, H/16, W/16] shape and packed to tokens, the schedule is
 linspace sigmas with the pipeline's empirical mu, and non-distilled models run real CFG against
-the empty prompt when guidance_scale > 1. Rows of one image size run in one transformer call;
-other sizes run as further calls of the same forward (the latent size is in the batch key).
+the empty prompt when guidance_scale > 1. Rows of several image sizes share one transformer
+call, their image tokens padded and masked (omni.models.flux2_padding).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
 from omni.limits import MAX_SIDE
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.flux2_padding import PaddedRows, padded_processors
+from omni.models.padding import key_mask, pad_rows, processors_replaced, unpad
 from omni.models.text_cache import TextEmbeddingCache
 from omni.request import GenerationParams, Request
 from omni.samplers import ScheduleInputs
@@ -102,7 +104,7 @@ class Flux2KleinAdapter(FamilyAdapter):
         return params.guidance_scale > 1.0 and not self.is_distilled
 
     def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        key = ("flux2", *self._latent_size(params))  # image tokens are not padded across sizes
+        key = ("flux2",)  # one denoiser: every size and prompt shares the forward
         return (key,) * params.num_inference_steps, 2 if self.uses_cfg(params) else 1
 
     def tokens_per_row(self, params: GenerationParams) -> int:
@@ -150,36 +152,45 @@ class Flux2KleinAdapter(FamilyAdapter):
     # Denoising ---------------------------------------------------------------------------------
 
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
-        """One transformer call per image size among the rows (one call when the batch key
-        holds), every prompt sharing it: the text is always max_sequence_length tokens."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, row in enumerate(rows):
-            groups.setdefault(self._latent_size(row.request.params), []).append(index)
-        outputs: list[torch.Tensor | None] = [None] * len(rows)
-        for size, indices in groups.items():
-            group = [rows[i] for i in indices]
-            for index, output in zip(indices, self._forward_same_size(group, size), strict=True):
-                outputs[index] = output
-        return outputs
-
-    def _forward_same_size(self, rows: list[Row], size: tuple[int, int]) -> list[torch.Tensor]:
-        embeds = [
-            row.request.cond.negative_embeds if row.uncond else row.request.cond.prompt_embeds
-            for row in rows
-        ]
-        latents = torch.cat([row.request.latents for row in rows])
+        """One transformer call over every row, every prompt sharing it (the text is always
+        max_sequence_length tokens); rows of several image sizes are padded to the longest."""
+        embeds = torch.cat(
+            [r.request.cond.negative_embeds if r.uncond else r.request.cond.prompt_embeds
+             for r in rows]
+        )  # fmt: skip
+        latents = [row.request.latents for row in rows]
         timesteps = torch.stack([r.request.timesteps[r.request.step_index] for r in rows])
-        prediction = self.pipe.transformer(
-            hidden_states=latents.to(self.pipe.transformer.dtype),
+        inputs = dict(
             # The pipeline hands t in the latents' dtype, divided by 1000; no guidance embedding.
-            timestep=timesteps.to(self.device, latents.dtype) / 1000,
+            timestep=timesteps.to(self.device, latents[0].dtype) / 1000,
             guidance=None,
-            encoder_hidden_states=torch.cat(embeds),
+            encoder_hidden_states=embeds,
             txt_ids=self._text_ids,
-            img_ids=self._image_ids_for(size),
             return_dict=False,
-        )[0]
-        return list(prediction.split(1))
+        )
+        sizes = [self._latent_size(row.request.params) for row in rows]
+        transformer = self.pipe.transformer
+        if len(set(sizes)) == 1:
+            hidden = torch.cat(latents).to(transformer.dtype)
+            prediction = transformer(hidden, img_ids=self._image_ids_for(sizes[0]), **inputs)[0]
+            return list(prediction.split(1))
+        hidden, image_valid = pad_rows(latents)
+        tables = {size: transformer.pos_embed(self._joint_ids(size)) for size in set(sizes)}
+        cos, _ = pad_rows([tables[size][0][None] for size in sizes])
+        sin, _ = pad_rows([tables[size][1][None] for size in sizes])
+        text_valid = torch.ones(len(rows), embeds.shape[1], dtype=torch.bool, device=self.device)
+        mask = key_mask(torch.cat([text_valid, image_valid], dim=1), hidden.dtype)
+        longest = max(sizes, key=lambda size: size[0] * size[1])
+        with processors_replaced(padded_processors(transformer, PaddedRows(cos, sin, mask))):
+            # img_ids sized like the padded batch; the processors use the rows' own tables.
+            prediction = transformer(
+                hidden.to(transformer.dtype), img_ids=self._image_ids_for(longest), **inputs
+            )[0]
+        return unpad(prediction, [x.shape[1] for x in latents])
+
+    def _joint_ids(self, size: tuple[int, int]) -> torch.Tensor:
+        """Text then image ids of one row, in the order the transformer concatenates them."""
+        return torch.cat([self._text_ids[0], self._image_ids_for(size)[0]])
 
     def denoisers(self) -> list[torch.nn.Module]:
         return [self.pipe.transformer]
