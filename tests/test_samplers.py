@@ -44,7 +44,6 @@ SCHEDULERS = {
     "dpm++2m": DPMSolverMultistepScheduler,
 }
 SHAPE = (1, 4, 3, 5)
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers on numpy 2
 
 
 def request_for(sampler: Sampler, num_steps: int, inputs: ScheduleInputs, seed: int) -> Request:

@@ -96,6 +96,11 @@ class FamilyAdapter(ABC):
         """What the family's pipeline passes to set_timesteps (custom sigmas, mu, a shift)."""
         return ScheduleInputs()
 
+    def has_own_flow_sigmas(self, params: GenerationParams) -> bool:
+        """Whether the request's sampler makes its own flow sigmas (UniPC, DPM-Solver): the FLUX
+        pipelines pass their custom sigmas only to schedulers that do not."""
+        return bool(self.samplers[params.sampler].config.get("use_flow_sigmas"))
+
     def schedule(self, params: GenerationParams) -> Schedule:
         """The sigmas and timesteps resolved params run with."""
         sampler = self.samplers[params.sampler or self.default_sampler]

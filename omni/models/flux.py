@@ -136,7 +136,7 @@ class FluxAdapter(FamilyAdapter):
         for schedulers with flow sigmas of their own (UniPC, DPM-Solver), which it passes none."""
         height, width = self._latent_size(params)
         mu = config_shift(self.scheduler_config, (height // 2) * (width // 2))
-        if self.samplers[params.sampler].config.get("use_flow_sigmas"):
+        if self.has_own_flow_sigmas(params):
             return ScheduleInputs(mu=mu)
         return ScheduleInputs(sigmas=linear_sigmas(params.num_inference_steps), mu=mu)
 

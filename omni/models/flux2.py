@@ -137,10 +137,13 @@ class Flux2KleinAdapter(FamilyAdapter):
             request.cond.negative_embeds = embeds
 
     def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
-        """The pipeline's: sigmas linspace(1, 1/n, n) and its empirical mu for this size."""
+        """The pipeline's: its empirical mu for this size, and sigmas linspace(1, 1/n, n) unless
+        the sampler makes its own flow sigmas (the pipeline passes those none)."""
         steps = params.num_inference_steps
         height, width = self._latent_size(params)
         mu = compute_empirical_mu(image_seq_len=height * width, num_steps=steps)
+        if self.has_own_flow_sigmas(params):
+            return ScheduleInputs(mu=mu)
         return ScheduleInputs(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
 
     def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor]:

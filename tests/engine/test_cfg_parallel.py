@@ -31,8 +31,8 @@ def mixed_batch() -> list[GenerationParams]:
     return [
         image_params(seed=1, **CFG),
         image_params(seed=2),
-        image_params(seed=3, num_inference_steps=6, **CFG),
-        image_params(seed=4, guidance_scale=7.0),
+        image_params(seed=3, num_inference_steps=6, sampler="unipc", **CFG),
+        image_params(seed=4, guidance_scale=7.0, sampler="dpm++2m"),
         image_params(seed=5, num_inference_steps=2),
         image_params(seed=6, width=48, height=64, **CFG),
     ]

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, FluxPipeline, UniPCMultistepScheduler
+from diffusers import FluxPipeline
 
 from omni.errors import InvalidRequestError
 from omni.models.flux import FluxAdapter
 from omni.request import GenerationParams
-from omni.samplers import samplers_for
 from tests.engine.helpers import assert_same_image, diffusers_image, generate_all, image_params
+from tests.families.samplers import use_sampler
 
 
 def flux_with(model_dir, params: GenerationParams):
-    """FluxPipeline with its scheduler swapped for the request's sampler's diffusers class,
-    configured as omni configures that sampler for this model."""
-    pipe = FluxPipeline.from_pretrained(model_dir)
+    """FluxPipeline with its scheduler swapped for the request's sampler's diffusers class."""
+    pipe = use_sampler(FluxPipeline.from_pretrained(model_dir), params.sampler)
     pipe.set_progress_bar_config(disable=True)
-    _, samplers = samplers_for(dict(pipe.scheduler.config))
-    sampler = samplers[params.sampler]
-    pipe.scheduler = SCHEDULERS[sampler.scheduler_class].from_config(sampler.config)
     return pipe(
         prompt=params.prompt,
         height=params.height,
@@ -30,9 +26,6 @@ def flux_with(model_dir, params: GenerationParams):
         generator=torch.Generator("cpu").manual_seed(params.seed),
         max_sequence_length=pipe.tokenizer_2.model_max_length,
     ).images[0]
-
-
-SCHEDULERS = {cls.__name__: cls for cls in (UniPCMultistepScheduler, DPMSolverMultistepScheduler)}
 
 
 def test_samplers_share_forwards_and_each_request_matches_its_own_run(tiny_flux_dir):

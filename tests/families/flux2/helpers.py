@@ -10,6 +10,7 @@ import torch
 from diffusers import Flux2KleinPipeline
 
 from omni.request import GenerationParams
+from tests.families.samplers import use_sampler
 
 
 def klein_params(**overrides: Any) -> GenerationParams:
@@ -25,11 +26,12 @@ def klein_params(**overrides: Any) -> GenerationParams:
 
 
 def pipeline_image(model_dir: Path | str, params: GenerationParams) -> Any:
-    """Flux2KleinPipeline as shipped (its own scheduler), at the text length omni serves with.
+    """Flux2KleinPipeline as shipped (its own scheduler unless the request names another
+    sampler), at the text length omni serves with.
 
     The pipeline always uses the empty prompt as its negative; a request's negative_prompt goes
     in as negative_prompt_embeds, the pipeline's own way to take another one."""
-    pipe = Flux2KleinPipeline.from_pretrained(model_dir)
+    pipe = use_sampler(Flux2KleinPipeline.from_pretrained(model_dir), params.sampler)
     pipe.set_progress_bar_config(disable=True)
     max_length = min(512, pipe.tokenizer.model_max_length)
     extra: dict[str, Any] = {}

@@ -18,6 +18,8 @@ CASES = {
                             "num_inference_steps": 3},
     "negative-prompt": {"negative_prompt": "blurry, dark", "guidance_scale": 6.0, "seed": 3},
     "large-5-steps": {"width": 96, "height": 80, "num_inference_steps": 5, "seed": 5},
+    "unipc": {"sampler": "unipc", "seed": 6},
+    "dpm++2m": {"sampler": "dpm++2m", "seed": 7, "num_inference_steps": 5},
 }  # fmt: skip
 
 
