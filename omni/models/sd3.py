@@ -171,9 +171,7 @@ class SD3Adapter(FamilyAdapter):
             height, width = self._latent_size(request.params)
             shape = (1, self.num_channels, height, width)
             # The pipeline draws its noise in the prompt embeddings' dtype.
-            request.latents = seeded_noise(shape, request.params.seed, embeds.dtype).to(
-                self.device
-            )
+            request.latents = seeded_noise(shape, request.params.seed, embeds.dtype).to(self.device)
             self.start_sampling(request)
         for (embeds, pooled), request in zip(encoded[len(requests) :], guided, strict=True):
             request.cond.negative_embeds = embeds
@@ -212,6 +210,8 @@ class SD3Adapter(FamilyAdapter):
         return list(prediction.split(1))
 
     def denoisers(self) -> list[torch.nn.Module]:
+        # diffusers 0.42's JointAttnProcessor2_0 calls torch SDPA itself, so --attention-backend
+        # reaches SD3 only once diffusers routes it through its dispatcher.
         return [self.pipe.transformer]
 
     def decode(self, requests: list[Request]) -> list[Any]:
