@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from diffusers import LTXPipeline
 
+from omni.errors import InvalidRequestError
 from omni.flow import config_shift, linear_sigmas
 from omni.limits import MAX_FPS, MAX_GUIDANCE, MAX_NUM_FRAMES, MAX_SIDE
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
@@ -118,6 +119,8 @@ class LTXAdapter(FamilyAdapter):
         )
         params = self.check_common(params)
         d = self.defaults
+        num_steps = params.num_inference_steps or d.num_inference_steps
+        self._check_steps(num_steps)
         num_frames = first(params.num_frames, d.num_frames)
         fps = first(params.fps, d.fps)
         guidance = first(params.guidance_scale, d.guidance_scale)
@@ -128,11 +131,21 @@ class LTXAdapter(FamilyAdapter):
             params,
             width=params.width or d.width,
             height=params.height or d.height,
-            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
+            num_inference_steps=num_steps,
             num_frames=min(valid_num_frames(num_frames, self.temporal), MAX_NUM_FRAMES),
             fps=fps,
             guidance_scale=guidance,
         )
+
+    def _check_steps(self, num_steps: int) -> None:
+        """One step cannot be stretched to LTX's shift_terminal: the scheduler divides 0 by 0
+        and LTXPipeline makes a NaN video. Refused instead."""
+        if num_steps == 1 and self.scheduler_config.get("shift_terminal"):
+            raise InvalidRequestError(
+                f"num_inference_steps must be at least 2 for {self.name}: its schedule ends at "
+                "shift_terminal, which a single step cannot reach",
+                param="num_inference_steps",
+            )
 
     def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
         # Rows of one forward share their latent shape: no token padding, one rope grid size.

@@ -48,7 +48,7 @@ def ltx_scheduler() -> FlowMatchEulerDiscreteScheduler:
     )
 
 
-def _ltx_vae(seed: int) -> AutoencoderKLLTXVideo:
+def _ltx_vae(seed: int, timestep_conditioning: bool) -> AutoencoderKLLTXVideo:
     with _seeded(seed, "vae"):
         vae = AutoencoderKLLTXVideo(
             latent_channels=LTX_LATENT_CHANNELS,
@@ -58,7 +58,7 @@ def _ltx_vae(seed: int) -> AutoencoderKLLTXVideo:
             decoder_layers_per_block=(1, 1, 1, 1, 1),
             spatio_temporal_scaling=(True, True, True, False),
             decoder_spatio_temporal_scaling=(True, True, True, False),
-            timestep_conditioning=False,
+            timestep_conditioning=timestep_conditioning,
             patch_size=4,
             patch_size_t=1,
             scaling_factor=1.0,
@@ -84,12 +84,15 @@ def _ltx_transformer(seed: int) -> LTXVideoTransformer3DModel:
     return transformer.eval()
 
 
-def build_tiny_ltx(path: Path, seed: int = 0) -> Path:
-    """Write a complete ``LTXPipeline`` directory to ``path`` and return ``path``."""
+def build_tiny_ltx(path: Path, seed: int = 0, *, timestep_conditioning: bool = False) -> Path:
+    """Write a complete ``LTXPipeline`` directory to ``path`` and return ``path``.
+
+    ``timestep_conditioning`` gives the VAE decoder LTX-Video 0.9.1's timestep input.
+    """
     tokenizer = build_t5_tokenizer(LTX_T5_MAX_LENGTH)
     pipeline = LTXPipeline(
         scheduler=ltx_scheduler(),
-        vae=_ltx_vae(seed),
+        vae=_ltx_vae(seed, timestep_conditioning),
         text_encoder=_t5_encoder(tokenizer, seed),
         tokenizer=tokenizer,
         transformer=_ltx_transformer(seed),
