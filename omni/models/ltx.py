@@ -51,6 +51,12 @@ class LTXCond:
     negative_embeds: torch.Tensor | None = None  # set when the request runs CFG
     negative_mask: torch.Tensor | None = None
 
+    def text(self, *, uncond: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings, mask) of a conditional or unconditional row."""
+        if uncond:
+            return self.negative_embeds, self.negative_mask
+        return self.prompt_embeds, self.prompt_mask
+
 
 class LTXAdapter(FamilyAdapter):
     kind: ClassVar = "video"
@@ -201,9 +207,8 @@ class LTXAdapter(FamilyAdapter):
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         transformer = self.pipe.transformer
         requests = [row.request for row in rows]
-        cond = [r.cond for r in requests]
-        embeds = [c.negative_embeds if row.uncond else c.prompt_embeds for row, c in zip(rows, cond)]
-        masks = [c.negative_mask if row.uncond else c.prompt_mask for row, c in zip(rows, cond)]
+        texts = [row.request.cond.text(uncond=row.uncond) for row in rows]
+        embeds, masks = [t[0] for t in texts], [t[1] for t in texts]
         embeds_dtype = embeds[0].dtype
         # LTXPipeline hands the transformer its scheduler's float32 `t` and the latents in the
         # text embeddings' dtype; the prediction comes back as float32.

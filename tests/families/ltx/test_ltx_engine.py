@@ -20,7 +20,6 @@ from omni.request import GenerationParams
 from tests.conftest import run
 from tests.engine.helpers import assert_same_image, generate_all, running_engine
 
-
 SHIFT_LINE_KEYS = ("base_image_seq_len", "max_image_seq_len", "base_shift", "max_shift")
 
 
