@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers.models.attention_dispatch import AttentionBackendName
 
 from omni.models.z_image import ZImageAdapter
 from omni.request import GenerationParams, Request
@@ -92,3 +93,22 @@ def test_tokens_per_row_counts_the_rows_real_tokens(adapter):
         _, lengths = adapter._encode_texts([prompt])
         assert -(-int(lengths[0]) // 32) * 32 == expected_text
         assert adapter.tokens_per_row(params) == 32 + expected_text  # 3x2 patches -> 32
+
+
+def test_mixed_rows_run_on_a_masked_backend_under_flash_attention(adapter):
+    """flash-attn refuses attention masks: a forward over rows of different lengths runs on SDPA
+    and the configured backend is back afterwards (here flash is never called: on a CPU it
+    would fail)."""
+    processors = [m.processor for m in adapter.transformer.modules() if hasattr(m, "processor")]
+    params = [adapter.resolve(z_params(prompt=p)) for p in ("a cat", MEDIUM_PROMPT)]
+    requests = [Request(str(i), p, *adapter.plan(p)) for i, p in enumerate(params)]
+    try:
+        for processor in processors:
+            processor._attention_backend = AttentionBackendName.FLASH
+        with torch.inference_mode():
+            adapter.prepare(requests)
+            outputs = adapter.predict(requests)
+    finally:
+        for processor in processors:
+            del processor._attention_backend  # the class default again: diffusers' own choice
+    assert [o.shape for o in outputs] == [r.latents.shape for r in requests]
