@@ -1,0 +1,49 @@
+"""Requests and diffusers' own ZImagePipeline runs to compare the engine with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler, ZImagePipeline
+
+from omni.request import GenerationParams
+from omni.samplers import samplers_for
+
+# Longer than the pipeline's 512 caption tokens once templated: it is cut there, not before.
+LONG_PROMPT = " ".join(["a small orange cat sleeps on a warm wooden table near the window"] * 60)
+
+
+class ArraySigmasUniPC(UniPCMultistepScheduler):
+    """UniPC taking the pipeline's sigmas list: diffusers' set_timesteps multiplies the list by a
+    float (a TypeError) unless it is an array, so ZImagePipeline cannot run UniPC as shipped."""
+
+    def set_timesteps(self, *args: Any, sigmas: Any = None, **kwargs: Any) -> None:
+        sigmas = None if sigmas is None else np.asarray(sigmas)
+        super().set_timesteps(*args, sigmas=sigmas, **kwargs)
+
+
+def z_params(**overrides: Any) -> GenerationParams:
+    values: dict[str, Any] = dict(prompt="a red fox in the snow", seed=0)
+    return GenerationParams(**{**values, **overrides})
+
+
+def diffusers_z_image(model_dir: Path, params: GenerationParams) -> Any:
+    """The request through ZImagePipeline.__call__ with its own scheduler (for sampler "unipc",
+    UniPC with the config omni derives from the shipped one)."""
+    pipe = ZImagePipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    if params.sampler == "unipc":
+        _, samplers = samplers_for(dict(pipe.scheduler.config))
+        pipe.scheduler = ArraySigmasUniPC.from_config(samplers["unipc"].config)
+    return pipe(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+    ).images[0]
