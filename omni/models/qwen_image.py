@@ -186,7 +186,7 @@ class QwenImageAdapter(FamilyAdapter):
             # The pipeline hands t in the latents' dtype, divided by 1000.
             timestep=timesteps.to(self.device, latents.dtype) / 1000,
             guidance=guidance,
-            # Like the pipeline, no mask when no row has padding (encode_prompt drops an all-ones one).
+            # No mask when no row is padded, as encode_prompt drops an all-ones one.
             encoder_hidden_states_mask=valid if mixed_lengths else None,
             encoder_hidden_states=text,
             img_shapes=[[(1, height // 2, width // 2)]] * len(rows),

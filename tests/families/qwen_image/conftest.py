@@ -19,4 +19,6 @@ def tiny_qwen_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def qwen(tiny_qwen_image_dir: Path) -> QwenImageAdapter:
-    return QwenImageAdapter("tiny-qwen-image", tiny_qwen_image_dir, torch.device("cpu"), torch.float32)
+    return QwenImageAdapter(
+        "tiny-qwen-image", tiny_qwen_image_dir, torch.device("cpu"), torch.float32
+    )

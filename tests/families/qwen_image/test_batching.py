@@ -27,7 +27,9 @@ MIXED = [
     qwen_params(prompt="a cat", seed=1),
     qwen_params(prompt="a dog with a blue collar runs across the green park", seed=2),
     qwen_params(prompt=LONG_PROMPT, negative_prompt="blurry", true_cfg_scale=5.0, seed=3),
-    qwen_params(prompt="a boat sails on the calm sea", negative_prompt=" ", seed=4, num_inference_steps=6),
+    qwen_params(
+        prompt="a boat sails on the calm sea", negative_prompt=" ", seed=4, num_inference_steps=6
+    ),
 ]
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import shutil
 
+import pytest
+import torch
+
+from omni.models.base import SERVING_DEFAULTS_FILE
+from omni.models.qwen_image import QwenImageAdapter
 from tests.engine.helpers import assert_same_image, generate_all
 from tests.families.qwen_image.helpers import LONG_PROMPT, pipeline_image, qwen_params
 
@@ -42,16 +47,9 @@ def test_served_defaults_are_the_pipelines_unless_omni_json_overrides(tiny_qwen_
 
 
 def test_without_omni_json_the_pipeline_call_defaults_apply(tiny_qwen_image_dir, tmp_path):
-    import shutil
-
-    from omni.models.base import SERVING_DEFAULTS_FILE
-    from omni.models.qwen_image import QwenImageAdapter
-
     bare = tmp_path / "bare"
     shutil.copytree(tiny_qwen_image_dir, bare)
     (bare / SERVING_DEFAULTS_FILE).unlink()
-    import torch
-
     adapter = QwenImageAdapter("bare", bare, torch.device("cpu"), torch.float32)
     params = adapter.resolve(qwen_params(width=None, height=None, num_inference_steps=None))
     assert (params.width, params.height, params.num_inference_steps) == (1024, 1024, 50)
@@ -62,7 +60,10 @@ def test_another_seed_or_prompt_is_far_outside_the_tolerance(tiny_qwen_image_dir
     expected = pipeline_image(tiny_qwen_image_dir, base)
     (reseeded, reprompted), _ = generate_all(
         tiny_qwen_image_dir,
-        [qwen_params(negative_prompt=" ", seed=1), qwen_params(negative_prompt=" ", prompt="a cat")],
+        [
+            qwen_params(negative_prompt=" ", seed=1),
+            qwen_params(negative_prompt=" ", prompt="a cat"),
+        ],
     )
     for other in (reseeded, reprompted):
         with pytest.raises(AssertionError):
