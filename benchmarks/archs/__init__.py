@@ -146,6 +146,7 @@ def counted_flops(
     A check on forward_flops, whose 2 * params * tokens counts every weight against every token:
     in dual-stream blocks (FLUX, SD3, Qwen-Image) each stream's weights see only their own
     tokens, and adaLN weights see one vector per sample, so that convention runs high there.
+    `model`, if given, must be this arch built on "meta"; otherwise one is built here.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
