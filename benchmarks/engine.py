@@ -45,8 +45,15 @@ from benchmarks.scheduler_cost import scheduler_step_seconds
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, without sparsity.
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
-DEFAULT_SIZES = {"flux-dev": ["512", "1024"], "wan2.1-1.3b": ["832x480"]}
-DEFAULT_FRAMES = {"wan2.1-1.3b": 33}
+DEFAULT_SIZES = {
+    "flux-dev": ["512", "1024"],
+    "wan2.1-1.3b": ["832x480"],
+    "wan2.2-a14b": ["1280x720"],
+    "qwen-image": ["1328"],
+    "z-image": ["1024"],
+    "sd3.5-large": ["1024"],
+}
+DEFAULT_FRAMES = {"wan2.1-1.3b": 33, "wan2.2-a14b": 81}
 
 
 @dataclass(slots=True)

@@ -6,6 +6,10 @@ The denoising transformer (the bulk of the compute) and the VAE have their publi
 configs; the text encoders keep the published output widths (CLIP 768, T5 4096, 512 tokens)
 but have one narrow layer, so prompt encoding costs next to nothing. On a GPU that is a few
 percent of a real request's time. The outputs are noise; the timings are what matters.
+
+``wan2.2-a14b`` writes Wan2.2-T2V-A14B's layout: ``transformer`` (high noise) and
+``transformer_2`` (low noise), two full-size 14 B experts with different random weights, and
+``boundary_ratio`` 0.875 in model_index.json, with Wan2.1's VAE as that checkpoint ships.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from transformers import (
 )
 
 from benchmarks.archs import Arch, build, get_arch
+from benchmarks.archs.wan import WAN22_BOUNDARY_RATIO
 from omni.models.base import SERVING_DEFAULTS_FILE
 from omni.models.tiny import build_clip_tokenizer, build_t5_tokenizer
 
@@ -64,7 +69,18 @@ FLUX_SCHEDULER = {
 SERVING_DEFAULTS = {
     "flux": {"width": 1024, "height": 1024, "num_inference_steps": 28},
     "wan": {"width": 832, "height": 480, "num_frames": 33, "fps": 16, "num_inference_steps": 30},
+    # Wan2.2 A14B's published example: 720p, 81 frames at 16 fps, 40 steps, CFG 4.0 / 3.0
+    "wan2.2-a14b": {
+        "width": 1280,
+        "height": 720,
+        "num_frames": 81,
+        "fps": 16,
+        "num_inference_steps": 40,
+        "guidance_scale": 4.0,
+        "guidance_scale_2": 3.0,
+    },
 }
+ARCHS = ("flux-dev", "wan2.1-1.3b", "wan2.2-a14b")
 
 
 def narrow_t5_config(vocab_size: int, pad_id: int, eos_id: int) -> dict:
@@ -114,34 +130,63 @@ def flux_pipeline(transformer: torch.nn.Module, dtype: torch.dtype) -> FluxPipel
     )
 
 
-def wan_pipeline(transformer: torch.nn.Module, dtype: torch.dtype) -> WanPipeline:
+def wan_pipeline(
+    transformer: torch.nn.Module,
+    dtype: torch.dtype,
+    transformer_2: torch.nn.Module | None = None,
+    boundary_ratio: float | None = None,
+    device: torch.device | str = "cpu",
+) -> WanPipeline:
+    """Wan2.1's layout, or Wan2.2 A14B's with `transformer_2` and `boundary_ratio`; the text
+    encoder and VAE are made on `device` ("meta" to allocate nothing)."""
     tokenizer = build_t5_tokenizer(TEXT_LEN)
     values = narrow_t5_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    with torch.device(device):
+        text_encoder = UMT5EncoderModel(UMT5Config(**values)).to(dtype)
+        vae = AutoencoderKLWan().to(dtype)  # the defaults are Wan2.1's VAE, as A14B ships
     return WanPipeline(
         tokenizer=tokenizer,
-        text_encoder=UMT5EncoderModel(UMT5Config(**values)).to(dtype),
-        vae=AutoencoderKLWan().to(dtype),  # the defaults are Wan2.1's VAE
-        scheduler=UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        ),
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
         transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=boundary_ratio,
     )
 
 
-def write_random_model(arch: Arch, output: Path, device: torch.device, dtype: torch.dtype) -> Path:
+def random_pipeline(
+    arch: Arch, device: torch.device | str, dtype: torch.dtype
+) -> FluxPipeline | WanPipeline:
+    """The pipeline with random weights; on the "meta" device it allocates nothing, so its
+    layout can be checked without 28 B parameters."""
     transformer = build(arch, device, dtype)
-    make = flux_pipeline if arch.family == "flux" else wan_pipeline
-    pipeline = make(transformer, dtype)
+    if arch.family == "flux":
+        return flux_pipeline(transformer, dtype)
+    # text encoder and VAE on the CPU as before, except where nothing may be allocated
+    small_parts = "meta" if torch.device(device).type == "meta" else "cpu"
+    if arch.num_experts == 1:
+        return wan_pipeline(transformer, dtype, device=small_parts)
+    # another seed: a real checkpoint's two experts differ too
+    transformer_2 = build(arch, device, dtype, seed=1)
+    return wan_pipeline(transformer, dtype, transformer_2, WAN22_BOUNDARY_RATIO, small_parts)
+
+
+def write_random_model(arch: Arch, output: Path, device: torch.device, dtype: torch.dtype) -> Path:
+    pipeline = random_pipeline(arch, device, dtype)
     output.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(output, safe_serialization=True)
-    defaults = SERVING_DEFAULTS[arch.family]
+    defaults = SERVING_DEFAULTS.get(arch.name) or SERVING_DEFAULTS[arch.family]
     (output / SERVING_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
     return output
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=("flux-dev", "wan2.1-1.3b"), default="flux-dev")
+    parser.add_argument("--arch", choices=ARCHS, default="flux-dev")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args()
