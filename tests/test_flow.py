@@ -34,7 +34,9 @@ def test_dynamic_shift_schedule_is_diffusers_schedule(num_steps, image_seq_len):
     scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_DEV)
     mu = calculate_shift(image_seq_len)
     scheduler.set_timesteps(sigmas=linear_sigmas(num_steps), mu=mu)
-    ours = flow_sigmas(linear_sigmas(num_steps).astype(np.float32), scheduler.config, image_seq_len=image_seq_len)
+    ours = flow_sigmas(
+        linear_sigmas(num_steps).astype(np.float32), scheduler.config, image_seq_len=image_seq_len
+    )
     assert torch.equal(ours, scheduler.sigmas)
 
 

@@ -49,7 +49,11 @@ SHAPE = (1, 4, 3, 5)
 def request_for(sampler: Sampler, num_steps: int, inputs: ScheduleInputs, seed: int) -> Request:
     request = Request(f"r{seed}", GenerationParams(prompt="p"), step_keys=("k",) * num_steps)
     schedule = sampler.schedule(num_steps, inputs)
-    request.sampler, request.sigmas, request.timesteps = sampler, schedule.sigmas, schedule.timesteps
+    request.sampler, request.sigmas, request.timesteps = (
+        sampler,
+        schedule.sigmas,
+        schedule.timesteps,
+    )
     request.sampler_state = sampler.start(schedule)
     request.latents = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
     return request
@@ -90,9 +94,7 @@ CASES = [
 @pytest.mark.parametrize("num_steps", [1, 2, 3, 8, 20, 50])
 @pytest.mark.parametrize("case", range(len(CASES)), ids=["wan", "flux", "sd3"])
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_each_sampler_steps_as_its_diffusers_scheduler_over_a_whole_schedule(
-    name, case, num_steps
-):
+def test_each_sampler_steps_as_its_diffusers_scheduler_over_a_whole_schedule(name, case, num_steps):
     model_config, make_inputs = CASES[case]
     inputs = make_inputs(num_steps)
     _, samplers = samplers_for(model_config)

@@ -78,7 +78,7 @@ class Sampler(ABC):
 
 
 def flow_alpha_sigma(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha_t and sigma_t of a flow-matching noise level, as diffusers' multistep solvers have them."""
+    """alpha_t and sigma_t of a flow-matching noise level, as diffusers' multistep solvers say."""
     return 1 - sigma, sigma
 
 

@@ -81,7 +81,9 @@ class DPMSolverSampler(Sampler):
         for i in range(num_steps):
             lower_order_final = i == num_steps - 1 and (
                 c.get("euler_at_final", False)
-                or (c.get("lower_order_final", True) and num_steps < MAX_STEPS_FOR_LOWER_ORDER_FINAL)
+                or (
+                    c.get("lower_order_final", True) and num_steps < MAX_STEPS_FOR_LOWER_ORDER_FINAL
+                )
                 or c.get("final_sigmas_type", "zero") == "zero"
             )
             first = c.get("solver_order", 2) == 1 or i == 0 or lower_order_final

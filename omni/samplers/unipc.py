@@ -101,10 +101,16 @@ class UniPCSampler(Sampler):
             corrector = None
             if i > 0 and i - 1 not in disabled:
                 corrector = self._update(sigmas, i - 1, previous_order, corrector=True)
-            order = min(solver_order, num_steps - i) if c.get("lower_order_final", True) else solver_order
+            order = (
+                min(solver_order, num_steps - i)
+                if c.get("lower_order_final", True)
+                else solver_order
+            )
             order = min(order, min(i, solver_order) + 1)
             plan.append(
-                StepPlan(scalar(sigmas[i]), corrector, self._update(sigmas, i, order, corrector=False))
+                StepPlan(
+                    scalar(sigmas[i]), corrector, self._update(sigmas, i, order, corrector=False)
+                )
             )
             previous_order = order
         return tuple(plan)
@@ -166,7 +172,9 @@ class UniPCSampler(Sampler):
                 [x0[i] for i in members],
             )
             for i, sample in zip(members, corrected, strict=True):
-                samples[i] = sample if sample.dtype == samples[i].dtype else sample.to(samples[i].dtype)
+                samples[i] = (
+                    sample if sample.dtype == samples[i].dtype else sample.to(samples[i].dtype)
+                )
         keep = self.config.get("solver_order", 2)
         for state, sample, prediction in zip(states, samples, x0, strict=True):
             state.outputs = [*state.outputs, prediction][-keep:]
@@ -178,7 +186,9 @@ class UniPCSampler(Sampler):
                 [states[i].outputs for i in members],
                 None,
             )
-            for i, latents in zip(members, cast_like(moved, [samples[i] for i in members]), strict=True):
+            for i, latents in zip(
+                members, cast_like(moved, [samples[i] for i in members]), strict=True
+            ):
                 requests[i].latents = latents
 
 
@@ -196,7 +206,9 @@ def solve(
     x_t = scaled_difference(xs, [u.a for u in updates], m0, [u.b for u in updates])
     residual = None
     if updates[0].order == 2:
-        d1 = torch._foreach_div(torch._foreach_sub([h[-2] for h in histories], m0), [u.rk for u in updates])
+        d1 = torch._foreach_div(
+            torch._foreach_sub([h[-2] for h in histories], m0), [u.rk for u in updates]
+        )
         residual = torch._foreach_mul(d1, [u.rho for u in updates])
     if model_t is not None:
         newest = torch._foreach_mul(torch._foreach_sub(model_t, m0), [u.rho_t for u in updates])

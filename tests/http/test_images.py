@@ -164,7 +164,9 @@ def test_sampler_picks_the_solver_and_an_unknown_one_is_a_400(url: str):
     assert default.status_code == euler.status_code == unipc.status_code == 200, unipc.text
     image_of = lambda response: decode(response.json()["data"][0]["b64_json"])  # noqa: E731
     assert_same_image(image_of(euler), image_of(default))  # the model's own scheduler is Euler
-    assert np.abs(np.asarray(image_of(unipc), float) - np.asarray(image_of(euler), float)).mean() > 0.5
+    assert (
+        np.abs(np.asarray(image_of(unipc), float) - np.asarray(image_of(euler), float)).mean() > 0.5
+    )
     assert unknown.status_code == 400
     error = unknown.json()["error"]
     assert error["param"] == "sampler" and "dpm++2m, euler, unipc" in error["message"]

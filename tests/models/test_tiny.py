@@ -13,6 +13,7 @@ from diffusers import FluxPipeline, WanImageToVideoPipeline, WanPipeline
 from PIL import Image
 
 from omni.models import tiny
+from omni.models.tiny import wan as tiny_wan
 
 
 def _flux_max_sequence_length(pipe: FluxPipeline) -> int:
@@ -129,7 +130,7 @@ def _record_calls(pipe: WanPipeline | WanImageToVideoPipeline) -> list[str]:
 def test_wan_two_experts_switch_at_boundary(tmp_path: Path) -> None:
     pipe = WanPipeline.from_pretrained(tiny.build_tiny_wan(tmp_path / "wan", two_experts=True))
     _quiet(pipe)
-    assert pipe.config.boundary_ratio == tiny.WAN_T2V_BOUNDARY_RATIO
+    assert pipe.config.boundary_ratio == tiny_wan.WAN_T2V_BOUNDARY_RATIO
     calls = _record_calls(pipe)
     frames = pipe(
         "a cat",

@@ -23,7 +23,8 @@ from diffusers import (
 from tokenizers import pre_tokenizers
 from transformers import Qwen2TokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from omni.models.tiny import VOCABULARY_TEXT, _merge_symbols, _most_frequent_pair, _save, _seeded
+from omni.models.tiny.common import VOCABULARY_TEXT, _save, _seeded
+from omni.models.tiny.text import learn_byte_level_merges
 
 QWEN_HIDDEN = 32
 QWEN_LAYERS = 27  # hidden_states[27] is the deepest layer the pipeline reads
@@ -48,18 +49,10 @@ TINY_FLUX2_DEFAULTS = {"width": 64, "height": 64, "num_inference_steps": 4}
 
 
 def _byte_level_merges(text: str, merge_count: int) -> list[tuple[str, str]]:
-    """Greedy BPE over byte-level words (no end-of-word marker, as Qwen's BPE has none)."""
+    """Merges over the byte-level words of `text`."""
     splitter = pre_tokenizers.ByteLevel(add_prefix_space=False)
     counts = Counter(word for word, _ in splitter.pre_tokenize_str(text))
-    splits = {word: list(word) for word in sorted(counts)}
-    merges: list[tuple[str, str]] = []
-    for _ in range(merge_count):
-        pair = _most_frequent_pair(splits, counts)
-        if pair is None:
-            break
-        merges.append(pair)
-        splits = {word: _merge_symbols(symbols, pair) for word, symbols in splits.items()}
-    return merges
+    return learn_byte_level_merges(counts, merge_count)
 
 
 def build_qwen_tokenizer() -> Qwen2TokenizerFast:

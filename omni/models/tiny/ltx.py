@@ -21,7 +21,8 @@ from diffusers import (
     LTXVideoTransformer3DModel,
 )
 
-from omni.models.tiny import TEXT_DIM, _save, _seeded, _t5_encoder, build_t5_tokenizer
+from omni.models.tiny.common import TEXT_DIM, _save, _seeded
+from omni.models.tiny.text import _t5_encoder, build_t5_tokenizer
 
 LTX_T5_MAX_LENGTH = 128
 LTX_LATENT_CHANNELS = 8

@@ -26,7 +26,8 @@ from diffusers import (
 from tokenizers import AddedToken, pre_tokenizers
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 
-from omni.models.tiny import VOCABULARY_TEXT, _merge_symbols, _most_frequent_pair, _save, _seeded
+from omni.models.tiny.common import VOCABULARY_TEXT, _save, _seeded
+from omni.models.tiny.text import learn_byte_level_merges
 
 __all__ = ["TINY_QWEN_IMAGE_DEFAULTS", "build_qwen_tokenizer", "build_tiny_qwen_image"]
 
@@ -64,23 +65,10 @@ def _pretokenized_words(text: str) -> Counter[str]:
     return Counter(word for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized))
 
 
-def _learn_byte_level_merges(counts: Counter[str], merge_count: int) -> list[tuple[str, str]]:
-    """Greedy BPE without an end-of-word marker (GPT-2 / Qwen style), ties broken by order."""
-    splits = {word: list(word) for word in sorted(counts)}
-    merges: list[tuple[str, str]] = []
-    for _ in range(merge_count):
-        pair = _most_frequent_pair(splits, counts)
-        if pair is None:
-            break
-        merges.append(pair)
-        splits = {word: _merge_symbols(symbols, pair) for word, symbols in splits.items()}
-    return merges
-
-
 def build_qwen_tokenizer() -> Qwen2Tokenizer:
     """A byte-level BPE in the Qwen2 layout that knows the chat-template special tokens."""
     counts = _pretokenized_words(VOCABULARY_TEXT + TEMPLATE_TEXT * 4)
-    merges = _learn_byte_level_merges(counts, QWEN_MERGE_COUNT)
+    merges = learn_byte_level_merges(counts, QWEN_MERGE_COUNT)
     tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens += [left + right for left, right in merges]
     tokens += QWEN_SPECIALS

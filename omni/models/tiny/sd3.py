@@ -27,10 +27,9 @@ from transformers import (
     T5Tokenizer,
 )
 
-from omni.models.tiny import (
+from omni.models.tiny.common import _save, _seeded
+from omni.models.tiny.text import (
     CLIP_MAX_LENGTH,
-    _save,
-    _seeded,
     _t5_config_values,
     build_clip_tokenizer,
     build_t5_tokenizer,

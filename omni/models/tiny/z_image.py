@@ -16,7 +16,8 @@ from tokenizers import Tokenizer, models, trainers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
 
-from omni.models.tiny import VOCABULARY_TEXT, _flux_vae, _save, _seeded
+from omni.models.tiny.common import VOCABULARY_TEXT, _save, _seeded
+from omni.models.tiny.flux import _flux_vae
 
 __all__ = ["TINY_Z_IMAGE_DEFAULTS", "build_qwen_tokenizer", "build_tiny_z_image"]
 
