@@ -7,6 +7,9 @@ configs; the text encoders keep the published output widths (CLIP 768, T5 4096, 
 but have one narrow layer, so prompt encoding costs next to nothing. On a GPU that is a few
 percent of a real request's time. The outputs are noise; the timings are what matters.
 
+``sd3.5-large``, ``qwen-image`` and ``z-image`` are assembled in ``benchmarks.random_families``
+(text encoders of the published output widths, published VAEs).
+
 ``wan2.2-a14b`` writes Wan2.2-T2V-A14B's layout: ``transformer`` (high noise) and
 ``transformer_2`` (low noise), two full-size 14 B experts with different random weights, and
 ``boundary_ratio`` 0.875 in model_index.json, with Wan2.1's VAE as that checkpoint ships.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -38,6 +42,8 @@ from transformers import (
 
 from benchmarks.archs import Arch, build, get_arch
 from benchmarks.archs.wan import WAN22_BOUNDARY_RATIO
+from benchmarks.random_families import SERVING_DEFAULTS as FAMILY_DEFAULTS
+from benchmarks.random_families import family_pipeline
 from omni.models.base import SERVING_DEFAULTS_FILE
 from omni.models.tiny import build_clip_tokenizer, build_t5_tokenizer
 
@@ -80,7 +86,7 @@ SERVING_DEFAULTS = {
         "guidance_scale_2": 3.0,
     },
 }
-ARCHS = ("flux-dev", "wan2.1-1.3b", "wan2.2-a14b")
+ARCHS = ("flux-dev", "wan2.1-1.3b", "wan2.2-a14b", "sd3.5-large", "qwen-image", "z-image")
 
 
 def narrow_t5_config(vocab_size: int, pad_id: int, eos_id: int) -> dict:
@@ -158,14 +164,14 @@ def wan_pipeline(
     )
 
 
-def random_pipeline(
-    arch: Arch, device: torch.device | str, dtype: torch.dtype
-) -> FluxPipeline | WanPipeline:
+def random_pipeline(arch: Arch, device: torch.device | str, dtype: torch.dtype) -> Any:
     """The pipeline with random weights; on the "meta" device it allocates nothing, so its
     layout can be checked without 28 B parameters."""
     transformer = build(arch, device, dtype)
     if arch.family == "flux":
         return flux_pipeline(transformer, dtype)
+    if arch.family in FAMILY_DEFAULTS:
+        return family_pipeline(arch, transformer, dtype)
     # text encoder and VAE on the CPU as before, except where nothing may be allocated
     small_parts = "meta" if torch.device(device).type == "meta" else "cpu"
     if arch.num_experts == 1:
@@ -179,7 +185,8 @@ def write_random_model(arch: Arch, output: Path, device: torch.device, dtype: to
     pipeline = random_pipeline(arch, device, dtype)
     output.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(output, safe_serialization=True)
-    defaults = SERVING_DEFAULTS.get(arch.name) or SERVING_DEFAULTS[arch.family]
+    defaults = {**SERVING_DEFAULTS, **FAMILY_DEFAULTS}
+    defaults = defaults.get(arch.name) or defaults[arch.family]
     (output / SERVING_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
     return output
 

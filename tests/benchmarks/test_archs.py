@@ -151,3 +151,36 @@ def test_wan22_random_model_has_two_full_size_experts_and_the_shipped_boundary()
 def test_full_size_architectures_refuse_to_build_on_a_cpu():
     with pytest.raises(SystemExit, match="only on a GPU"):
         choose_device(get_arch("flux-dev"), "cpu")
+
+
+@pytest.mark.parametrize("name", ["sd3.5-large", "qwen-image", "z-image"])
+def test_random_family_models_are_served_by_omni(tmp_path, name):
+    """A shrunk arch's random model, written as `benchmarks.random_model` writes full-size ones,
+    loads through the family's adapter and makes an image of the requested size."""
+    from benchmarks.random_model import write_random_model
+    from omni.request import GenerationParams
+    from tests.engine.helpers import generate_all
+
+    model_dir = write_random_model(shrink(get_arch(name)), tmp_path / name, "cpu", torch.float32)
+    params = GenerationParams(prompt="a lighthouse", width=32, height=48, num_inference_steps=2)
+    (result,), _ = generate_all(model_dir, [params])
+    assert result.output.size == (32, 48)
+
+
+@pytest.mark.parametrize("name", ["sd3.5-large", "qwen-image", "z-image"])
+def test_random_family_models_keep_the_published_text_widths(name):
+    from benchmarks.random_model import random_pipeline
+
+    arch = get_arch(name)
+    pipeline = random_pipeline(arch, "meta", torch.bfloat16)
+    assert pipeline.transformer.device.type == "meta"
+    widths = {
+        "sd3.5-large": lambda p: (
+            p.text_encoder.config.hidden_size + p.text_encoder_2.config.hidden_size,
+            p.text_encoder_3.config.d_model,
+        ),
+        "qwen-image": lambda p: p.text_encoder.config.text_config.hidden_size,
+        "z-image": lambda p: p.text_encoder.config.hidden_size,
+    }
+    published = {"sd3.5-large": (2048, 4096), "qwen-image": 3584, "z-image": 2560}
+    assert widths[name](pipeline) == published[name]
