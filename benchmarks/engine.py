@@ -8,7 +8,9 @@ Three measurements, no HTTP:
 * transformer: the architecture built from its config with random weights (bf16 on a GPU,
   float32 on a CPU), one batched forward with a timestep per sample, as omni's runner calls it.
   images/s is batch / (ms per step x --steps): denoising only, text encoding and VAE excluded.
-  MFU is the FLOPs estimate in benchmarks.archs over the device's dense bf16 peak.
+  MFU is the forward's FLOPs, counted op by op on a "meta" copy (benchmarks.archs.counted_flops:
+  the 2 x params x tokens estimate runs 1.7-2.5x high for dual-stream FLUX, SD3 and Qwen-Image),
+  over the device's dense bf16 peak.
 * scheduler: omni's Scheduler.schedule() + update() with as many live requests as the batch,
   against the forward it would drive: the bookkeeping overhead per step.
 * engine (built-in tiny models, or --engine-model DIR): the whole omni.engine path, all requests
@@ -36,7 +38,7 @@ from benchmarks.archs import (
     Arch,
     build,
     count_parameters,
-    forward_flops,
+    counted_flops,
     get_arch,
     make_inputs,
 )
@@ -123,7 +125,7 @@ def measure_transformer(
 ) -> None:
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     for width, height in map(parse_size, args.size):
-        flops = forward_flops(arch, report.num_params, width, height, args.frames)
+        flops = counted_flops(arch, width, height, args.frames)
         for batch in args.batch_sizes:
             inputs = make_inputs(arch, batch, width, height, args.frames, device, dtype)
             try:
