@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from omni.cache import check_cache
+from omni.errors import InvalidRequestError
 from omni.limits import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_NUM_RUNNING,
@@ -36,6 +38,8 @@ class EngineConfig:
     cfg_parallel_size: int = 1
     attention_backend: str = "auto"
     max_output_pixels: int | None = None  # width x height x frames of one output; None: no cap
+    cache: str = "none"  # the step cache of requests that do not choose one
+    cache_threshold: float | None = None  # None: the cache type's default
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -53,6 +57,10 @@ class EngineConfig:
         if self.max_output_pixels is not None and self.max_output_pixels < 1:
             raise ValueError("max_output_pixels must be at least 1")
         _ = self.scheduler_config  # SchedulerConfig validates the queue limits
+        try:
+            check_cache(self.cache, self.cache_threshold)
+        except InvalidRequestError as exc:
+            raise ValueError(f"--cache: {exc}") from None
 
     @property
     def name(self) -> str:

@@ -44,6 +44,8 @@ class GenerationParams:
     image: Any = None  # a PIL image conditioning image-to-video
     priority: int | None = None  # --scheduling-policy priority: lower runs first (None: 0)
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
+    cache: str | None = None  # step caching: "none" or "fbcache" (None: the server's default)
+    cache_threshold: float | None = None  # None: the cache type's default
 
 
 @dataclass(eq=False)
@@ -69,6 +71,7 @@ class Request:
     timesteps: Any = None  # the `t` its pipeline would hand the transformer at each step
     sampler: Any = None  # the omni.samplers.Sampler that updates it
     sampler_state: Any = None  # that sampler's history for this request (step sizes, past x0)
+    cache: Any = None  # its omni.cache.RequestCache while it denoises with a step cache
     output: Any = None
 
     arrival_time: float = field(default_factory=time.monotonic)

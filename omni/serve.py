@@ -19,7 +19,7 @@ from omni.http.config import (
     DEFAULT_STORAGE_PATH,
     ServerConfig,
 )
-from omni.limits import DEFAULT_MAX_QUEUED_VIDEO_JOBS
+from omni.limits import CACHE_TYPES, DEFAULT_MAX_QUEUED_VIDEO_JOBS
 from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
 
@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
+    model.add_argument(
+        "--cache",
+        choices=CACHE_TYPES,
+        default=DEFAULTS.cache,
+        help="step caching for requests that do not choose: fbcache (First-Block Cache, decided "
+        "per request and row) or none",
+    )
+    model.add_argument(
+        "--cache-threshold",
+        type=float,
+        default=None,
+        help="the --cache threshold (default: the type's, 0.05 for fbcache); a request's `cache` "
+        "field may set its own",
+    )
     model.add_argument(
         "--max-output-pixels",
         type=int,
@@ -209,6 +223,8 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             cfg_parallel_size=args.cfg_parallel_size,
             attention_backend=args.attention_backend,
             max_output_pixels=args.max_output_pixels,
+            cache=args.cache,
+            cache_threshold=args.cache_threshold,
         )
         return ServerConfig(
             engine=engine,

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 
 from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
@@ -86,6 +87,10 @@ class AsyncEngine:
     def resolve(self, params: GenerationParams) -> GenerationParams:
         """The params the model will use; raises InvalidRequestError for ones it cannot serve."""
         self._check_ready()
+        if params.cache is None:  # the server's default step cache
+            params = replace(params, cache=self.config.cache)
+            if params.cache_threshold is None:
+                params = replace(params, cache_threshold=self.config.cache_threshold)
         resolved = self._engine.adapter.resolve(params)
         self._check_output_pixels(resolved)
         return resolved

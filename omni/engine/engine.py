@@ -218,6 +218,9 @@ class Engine:
                         request.output,
                         queue_time_s=request.first_step_time - request.arrival_time,
                         inference_time_s=request.finish_time - request.arrival_time,
+                        cache_skipped_steps=(
+                            None if request.cache is None else request.cache.skipped_steps
+                        ),
                     )
                 )
             else:

@@ -46,6 +46,7 @@ class Finished:
     output: Any  # a PIL image, or a video's frames
     queue_time_s: float  # arrival to first denoising step
     inference_time_s: float  # arrival to decoded output
+    cache_skipped_steps: int | None = None  # steps a step cache skipped; None without one
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,7 +197,7 @@ class ParallelStep:
         if not rows:
             return None, status
         try:
-            local = self.adapter.forward(rows)
+            local = self.adapter.forward_rows(rows)
         except Exception as exc:
             logger.exception("forward failed on rank %d", self.group.rank)
             status.update(error=f"{type(exc).__name__}: {exc}", oom=is_out_of_memory(exc))

@@ -69,6 +69,13 @@ def run_guarded(
     try:
         stage(requests)
     except Exception as exc:
+        if is_out_of_memory(exc) and drop_step_caches(requests):
+            logger.warning(
+                "out of memory on %d requests: dropping their step caches", len(requests)
+            )
+            empty_device_cache()
+            run_guarded(stage, requests, failed)
+            return
         if is_out_of_memory(exc) and len(requests) > 1:
             logger.warning("out of memory on %d requests: splitting", len(requests))
             empty_device_cache()
@@ -80,6 +87,18 @@ def run_guarded(
         message = f"{type(exc).__name__}: {exc}"
         for request in requests:
             failed[request.request_id] = message
+
+
+def drop_step_caches(requests: list[Request]) -> bool:
+    """Forget the requests' step caches (they start again cold); whether any memory was held.
+
+    Also what keeps a retried step correct: an interrupted step may have refreshed some caches.
+    """
+    held = any(r.cache is not None and r.cache.nbytes for r in requests)
+    for request in requests:
+        if request.cache is not None:
+            request.cache.forget()
+    return held
 
 
 def output_shape(request: Request) -> tuple:
@@ -117,6 +136,8 @@ class InlineStages:
         for request, result in zip(requests, outputs, strict=True):
             request.output = result
             request.latents = request.cond = request.sampler_state = None
+            if request.cache is not None:
+                request.cache.forget()  # its tensors; the tally stays for the record
 
     def submit_encode(self, requests: list[Request]) -> None:
         self._run("encode", self.encode, requests)

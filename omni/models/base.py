@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from omni.cache import RequestCache, RowFirstBlockCache, check_cache
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
 from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
@@ -20,7 +21,7 @@ from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
 SERVING_DEFAULTS_FILE = "omni.json"
 # Fields every family takes: the scheduler's, and the sampler, which the engine applies.
-COMMON_FIELDS = frozenset({"priority", "sampler"})
+COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,11 @@ class FamilyAdapter(ABC):
 
     kind: ClassVar[Literal["image", "video"]]
     supported_fields: ClassVar[frozenset[str]]
+    # The transformer blocks' arguments that carry one entry per row: what First-Block Cache
+    # slices when only some rows run the remaining blocks (the rest are shared by all rows).
+    cache_row_args: ClassVar[frozenset[str]] = frozenset(
+        {"hidden_states", "encoder_hidden_states", "temb"}
+    )
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         self.name = name
@@ -152,7 +158,54 @@ class FamilyAdapter(ABC):
     def predict(self, requests: list[Request]) -> list[torch.Tensor]:
         """One batched forward at each request's current step; one velocity per request."""
         rows = self.rows(requests)
-        return self.combine(requests, rows, self.forward(rows))
+        return self.combine(requests, rows, self.forward_rows(rows))
+
+    def forward_rows(self, rows: list[Row]) -> list[torch.Tensor]:
+        """`forward`, through First-Block Cache when some row's request asks for it.
+
+        With caching, rows of different shapes run in forwards of their own: the padded paths
+        keep per-row state outside the blocks' arguments, which the cache cannot slice.
+        """
+        if not any(row.request.params.cache == "fbcache" for row in rows):
+            return self.forward(rows)
+        by_shape: dict[tuple, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_shape.setdefault(self.row_shape(row), []).append(index)
+        outputs: list[torch.Tensor | None] = [None] * len(rows)
+        for indices in by_shape.values():
+            group = self._forward_cached([rows[i] for i in indices])
+            for i, output in zip(indices, group, strict=True):
+                outputs[i] = output
+        return outputs
+
+    def row_shape(self, row: Row) -> tuple:
+        """What rows must share to run in one unpadded forward."""
+        return tuple(row.request.latents.shape)
+
+    def denoiser_for(self, rows: list[Row]) -> torch.nn.Module:
+        """The module `forward` runs for these rows (one batch key)."""
+        return self.denoisers()[0]
+
+    def _forward_cached(self, rows: list[Row]) -> list[torch.Tensor]:
+        denoiser_key = rows[0].request.batch_key
+        caches, thresholds = [], []
+        for row in rows:
+            request = row.request
+            if request.params.cache != "fbcache":
+                caches.append(None)
+                thresholds.append(None)
+                continue
+            if request.cache is None:
+                request.cache = RequestCache(request.params.cache_threshold)
+            caches.append(request.cache.row(row.uncond, denoiser_key))
+            thresholds.append(request.cache.threshold)
+        cache = RowFirstBlockCache(self.denoiser_for(rows), caches, thresholds, self.cache_row_args)
+        with cache.installed():
+            outputs = self.forward(rows)
+        for row, skipped in zip(rows, cache.hits, strict=True):
+            if row.request.cache is not None:
+                row.request.cache.record(row.uncond, skipped)
+        return outputs
 
     def combine(
         self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]
@@ -240,6 +293,8 @@ class FamilyAdapter(ABC):
                 + ", ".join(sorted(self.samplers)),
                 param="sampler",
             )
+        cache, cache_threshold = check_cache(params.cache, params.cache_threshold)
+        params = replace(params, cache=cache, cache_threshold=cache_threshold)
         if seed is None:
             params = replace(params, seed=secrets.randbelow(2**32))
         return replace(params, sampler=params.sampler or self.default_sampler)

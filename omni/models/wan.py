@@ -340,6 +340,9 @@ class WanAdapter(FamilyAdapter):
             return request.latents
         return torch.cat([request.latents, request.cond.image_condition], dim=1)
 
+    def denoiser_for(self, rows: list[Row]) -> torch.nn.Module:
+        return self.experts[rows[0].request.batch_key[-1]]
+
     def denoisers(self) -> list[torch.nn.Module]:
         return [expert for expert in self.experts if expert is not None]
 

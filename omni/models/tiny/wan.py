@@ -56,7 +56,9 @@ def _wan_vae(seed: int) -> AutoencoderKLWan:
     return vae.eval()
 
 
-def _wan_transformer(seed: int, component: str, in_channels: int) -> WanTransformer3DModel:
+def _wan_transformer(
+    seed: int, component: str, in_channels: int, num_layers: int = 1
+) -> WanTransformer3DModel:
     with _seeded(seed, component):
         transformer = WanTransformer3DModel(
             patch_size=(1, 2, 2),
@@ -67,7 +69,7 @@ def _wan_transformer(seed: int, component: str, in_channels: int) -> WanTransfor
             text_dim=TEXT_DIM,
             freq_dim=256,
             ffn_dim=32,
-            num_layers=1,
+            num_layers=num_layers,
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
             rope_max_seq_len=1024,
@@ -76,12 +78,12 @@ def _wan_transformer(seed: int, component: str, in_channels: int) -> WanTransfor
 
 
 def _wan_experts(
-    seed: int, in_channels: int, two_experts: bool
+    seed: int, in_channels: int, two_experts: bool, num_layers: int
 ) -> tuple[WanTransformer3DModel, WanTransformer3DModel | None]:
-    high_noise = _wan_transformer(seed, "transformer", in_channels)
+    high_noise = _wan_transformer(seed, "transformer", in_channels, num_layers)
     if not two_experts:
         return high_noise, None
-    return high_noise, _wan_transformer(seed, "transformer_2", in_channels)
+    return high_noise, _wan_transformer(seed, "transformer_2", in_channels, num_layers)
 
 
 def build_tiny_wan(
@@ -90,6 +92,7 @@ def build_tiny_wan(
     *,
     image_to_video: bool = False,
     two_experts: bool = False,
+    num_layers: int = 1,
 ) -> Path:
     """Write a ``WanPipeline`` (or ``WanImageToVideoPipeline``) directory and return ``path``.
 
@@ -97,10 +100,10 @@ def build_tiny_wan(
     and the transformer reads 36 channels (16 noise + 4 frame mask + 16 encoded condition).
     ``two_experts`` adds ``transformer_2`` and a ``boundary_ratio`` (0.875 for text-to-video,
     0.9 for image-to-video, as Wan2.2 A14B ships), stored as a pipeline config key in
-    ``model_index.json``.
+    ``model_index.json``. ``num_layers`` above 1 gives First-Block Cache blocks to skip.
     """
     in_channels = WAN_I2V_IN_CHANNELS if image_to_video else WAN_LATENT_CHANNELS
-    transformer, transformer_2 = _wan_experts(seed, in_channels, two_experts)
+    transformer, transformer_2 = _wan_experts(seed, in_channels, two_experts, num_layers)
     tokenizer = build_t5_tokenizer(WAN_T5_MAX_LENGTH)
     boundary = WAN_I2V_BOUNDARY_RATIO if image_to_video else WAN_T2V_BOUNDARY_RATIO
     pipeline_class = WanImageToVideoPipeline if image_to_video else WanPipeline
