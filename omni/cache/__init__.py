@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from omni.cache.first_block import RowCache, RowFirstBlockCache, transformer_blocks
+from omni.cache.first_block import (
+    RowCache,
+    RowFirstBlockCache,
+    is_registered_block,
+    transformer_blocks,
+)
 from omni.errors import InvalidRequestError
 from omni.limits import CACHE_TYPES, DEFAULT_CACHE_THRESHOLDS, MAX_CACHE_THRESHOLD
 
@@ -20,6 +25,7 @@ __all__ = [
     "RowCache",
     "RowFirstBlockCache",
     "check_cache",
+    "is_registered_block",
     "transformer_blocks",
 ]
 

@@ -52,6 +52,15 @@ def transformer_blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
     return blocks
 
 
+def is_registered_block(block: torch.nn.Module) -> bool:
+    """Whether diffusers' block registry says where this block keeps its states."""
+    try:
+        TransformerBlockRegistry.get(type(block))
+    except ValueError:
+        return False
+    return True
+
+
 def relative_change(residual: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """mean|residual - previous| / mean|previous|: diffusers' FirstBlockCache measure."""
     return (residual - previous).abs().mean() / previous.abs().mean()
@@ -114,8 +123,9 @@ class RowFirstBlockCache:
                 return output
             hit_rows = [i for i, hit in enumerate(self.hits) if hit]
             hidden = _add_rows(hidden, hit_rows, [self.caches[i].tail_hidden for i in hit_rows])
-            if encoder is not None:
-                tails = [self.caches[i].tail_encoder for i in hit_rows]
+            tails = [self.caches[i].tail_encoder for i in hit_rows]
+            if encoder is not None and all(tail is not None for tail in tails):
+                # (a last block that returns no encoder states, as SD3's, leaves them unused)
                 encoder = _add_rows(encoder, hit_rows, tails)
             return _rebuilt(output, meta, hidden, encoder)
 
@@ -227,8 +237,22 @@ def _rebuilt(output: Any, meta: TransformerBlockMetadata, hidden: Any, encoder: 
 def _add_rows(states: torch.Tensor, rows: list[int], tails: list[torch.Tensor]) -> torch.Tensor:
     """`states` with tails[k] added to row rows[k]."""
     index = torch.tensor(rows, device=states.device)
+    tails = [_fit(tail, states.shape[1]) for tail in tails]
     moved = states.index_select(0, index) + torch.cat(tails)
     return states.index_copy(0, index, moved)
+
+
+def _fit(tail: torch.Tensor, length: int) -> torch.Tensor:
+    """A cached text residual at this step's padded text length.
+
+    Text is padded at the end to the longest prompt in the batch, which changes with the batch;
+    the padded positions are masked out of attention, so what they hold does not matter."""
+    if tail.shape[1] == length:
+        return tail
+    if tail.shape[1] > length:
+        return tail[:, :length]
+    padding = tail.new_zeros(tail.shape[0], length - tail.shape[1], *tail.shape[2:])
+    return torch.cat([tail, padding], dim=1)
 
 
 def _passed_through(

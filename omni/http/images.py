@@ -19,6 +19,7 @@ from omni.http.schemas import (
     ImageData,
     ImageGenerationRequest,
     ImageGenerationResponse,
+    cache_fields,
     json_response,
 )
 from omni.http.state import ENGINE
@@ -91,6 +92,7 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 def generation_params(body: ImageGenerationRequest, is_video: bool) -> GenerationParams:
     """Only what the client sent; None leaves the model's default. A video model makes one frame."""
     width, height = parse_size(body.size)
+    cache, cache_threshold = cache_fields(body.cache)
     return GenerationParams(
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
@@ -102,6 +104,8 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         seed=body.seed,
         priority=body.priority,
         sampler=body.sampler,
+        cache=cache,
+        cache_threshold=cache_threshold,
         num_frames=1 if is_video else None,
     )
 
@@ -130,7 +134,15 @@ def encode_outputs(outputs: list[object], output_format: str) -> list[bytes]:
 
 
 def timing_headers(finished: Sequence[Finished]) -> dict[str, str]:
-    return {
+    headers = {
         "x-inference-time-s": f"{max(f.inference_time_s for f in finished):.4f}",
         "x-queue-time-s": f"{max(f.queue_time_s for f in finished):.4f}",
     }
+    return headers | cache_headers(finished)
+
+
+def cache_headers(finished: Sequence[Finished]) -> dict[str, str]:
+    """x-cache-skipped-steps: the steps a step cache skipped, one number per output."""
+    if all(f.cache_skipped_steps is None for f in finished):
+        return {}
+    return {"x-cache-skipped-steps": ",".join(str(f.cache_skipped_steps or 0) for f in finished)}

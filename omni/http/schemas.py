@@ -12,6 +12,20 @@ from omni.limits import Guidance, NumImages, PartialImages, Percent, Priority, S
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
+class CacheSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """The `cache` extension field as an object: {"type": "fbcache", "threshold": 0.1}."""
+
+    type: str
+    threshold: float | None = None
+
+
+def cache_fields(value: str | CacheSpec | None) -> tuple[str | None, float | None]:
+    """(cache type, threshold) from the `cache` field: "none", "fbcache" or a CacheSpec."""
+    if isinstance(value, CacheSpec):
+        return value.type, value.threshold
+    return value, None
+
+
 class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """OpenAI's fields, then omni's extensions. None (or leaving a field out) means default.
 
@@ -41,6 +55,7 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
     seed: Seed | None = None
     priority: Priority | None = None  # --scheduling-policy priority: lower runs first
     sampler: str | None = None  # euler, unipc or dpm++2m; the model's own scheduler by default
+    cache: str | CacheSpec | None = None  # step caching; the server's --cache by default
 
 
 class ImageData(msgspec.Struct):

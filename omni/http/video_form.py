@@ -37,6 +37,7 @@ from omni.http.body import (
 )
 from omni.http.errors import ApiError, ValidationIssue, validation_error
 from omni.http.images import check_model, parse_size
+from omni.http.schemas import CacheSpec, cache_fields
 from omni.http.state import ENGINE
 from omni.limits import (
     MAX_SECONDS,
@@ -82,6 +83,7 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: Seed | None = None
     priority: Priority | None = None
     sampler: str | None = None
+    cache: str | dict[str, Any] | None = None  # a type, or {"type": ..., "threshold": ...}
     negative_prompt: str | None = None
     enable_frame_interpolation: bool | None = None
     frame_interpolation_exp: FrameInterpolationExp | None = None
@@ -110,6 +112,7 @@ class VideoForm:
         body = self.request
         info = engine.info
         width, height = self._size()
+        cache, cache_threshold = video_cache_fields(body.cache)
         params = GenerationParams(
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
@@ -121,6 +124,8 @@ class VideoForm:
             seed=body.seed,
             priority=body.priority,
             sampler=body.sampler,
+            cache=cache,
+            cache_threshold=cache_threshold,
             num_frames=body.num_frames,
             fps=body.fps,
             guidance_scale_2=body.guidance_scale_2,
@@ -235,6 +240,19 @@ def put_field(raw: dict[str, Any], key: str, value: str) -> None:
     if name in target:
         raise ApiError(400, f"{key} is sent more than once", param=key)
     target[name] = value
+
+
+def video_cache_fields(value: str | dict[str, Any] | None) -> tuple[str | None, float | None]:
+    """The `cache` field of a form or JSON body: a type name, or an object (also as JSON text)."""
+    if isinstance(value, str) and not value.lstrip().startswith("{"):
+        return cache_fields(value)
+    if value is None:
+        return None, None
+    try:
+        spec = msgspec.convert(json_object(value, "cache"), CacheSpec)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"cache: {exc}", param="cache") from None
+    return cache_fields(spec)
 
 
 def json_object(value: Any, param: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from omni.http.content import send_file
 from omni.http.errors import ApiError
+from omni.http.images import cache_headers
 from omni.http.schemas import json_response
 from omni.http.state import ENGINE, SERVER_CONFIG
 from omni.http.video_form import read_video_form
@@ -111,7 +112,7 @@ async def create_video_sync(request: web.Request) -> web.Response:
         "x-inference-time-s": f"{finished.inference_time_s:.4f}",
         "x-queue-time-s": f"{finished.queue_time_s:.4f}",
         "x-seed": str(finished.params.seed),
-    }
+    } | cache_headers([finished])
     return web.Response(body=mp4, content_type=MP4_CONTENT_TYPE, headers=headers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from abc import ABC, abstractmethod
@@ -12,7 +13,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from omni.cache import RequestCache, RowFirstBlockCache, check_cache
+from omni.cache import (
+    RequestCache,
+    RowFirstBlockCache,
+    check_cache,
+    is_registered_block,
+    transformer_blocks,
+)
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
 from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
@@ -182,6 +189,21 @@ class FamilyAdapter(ABC):
         """What rows must share to run in one unpadded forward."""
         return tuple(row.request.latents.shape)
 
+    @functools.cached_property
+    def step_cache_problem(self) -> str | None:
+        """Why First-Block Cache cannot run on this model's denoisers; None when it can."""
+        for denoiser in self.denoisers():
+            blocks = transformer_blocks(denoiser)
+            if len(blocks) < 2:
+                return (
+                    f"{type(denoiser).__name__} here has {len(blocks)} transformer block(s): "
+                    "none after the first to skip"
+                )
+            for block in blocks:
+                if not is_registered_block(block):
+                    return f"{type(block).__name__} blocks are not known to the step cache"
+        return None
+
     def denoiser_for(self, rows: list[Row]) -> torch.nn.Module:
         """The module `forward` runs for these rows (one batch key)."""
         return self.denoisers()[0]
@@ -294,6 +316,10 @@ class FamilyAdapter(ABC):
                 param="sampler",
             )
         cache, cache_threshold = check_cache(params.cache, params.cache_threshold)
+        if cache == "fbcache" and self.step_cache_problem:
+            raise InvalidRequestError(
+                f"{self.name} cannot use the step cache: {self.step_cache_problem}", param="cache"
+            )
         params = replace(params, cache=cache, cache_threshold=cache_threshold)
         if seed is None:
             params = replace(params, seed=secrets.randbelow(2**32))

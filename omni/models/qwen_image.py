@@ -48,6 +48,8 @@ def uses_true_cfg(params: GenerationParams) -> bool:
 
 
 class QwenImageAdapter(FamilyAdapter):
+    # Rows of different text lengths carry their own key masks into every block.
+    cache_row_args: ClassVar = FamilyAdapter.cache_row_args | {"encoder_hidden_states_mask"}
     kind: ClassVar = "image"
     supported_fields: ClassVar = frozenset(
         {

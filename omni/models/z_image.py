@@ -57,6 +57,8 @@ def round_up(length: int) -> int:
 
 
 class ZImageAdapter(FamilyAdapter):
+    # ZImageTransformerBlock(x, attn_mask, freqs_cis, adaln_input): all four are per row.
+    cache_row_args: ClassVar = frozenset({"x", "attn_mask", "freqs_cis", "adaln_input"})
     kind: ClassVar = "image"
     supported_fields: ClassVar = frozenset(
         {

@@ -170,3 +170,21 @@ def test_sampler_picks_the_solver_and_an_unknown_one_is_a_400(url: str):
     assert unknown.status_code == 400
     error = unknown.json()["error"]
     assert error["param"] == "sampler" and "dpm++2m, euler, unipc" in error["message"]
+
+
+def test_cache_field_skips_steps_reports_them_and_refuses_bad_values(url: str):
+    spec = {"type": "fbcache", "threshold": 0.5}
+    cached = generate(url, prompt="a red fox", size="64x64", seed=3, num_inference_steps=12,
+                      cache=spec)  # fmt: skip
+    plain = generate(url, prompt="a red fox", size="64x64", seed=3, num_inference_steps=12)
+    unknown = generate(url, prompt="a red fox", cache="teacache")
+    out_of_range = generate(url, prompt="a red fox", cache={"type": "fbcache", "threshold": -1})
+    misspelt = generate(url, prompt="a red fox", cache={"kind": "fbcache"})
+
+    assert cached.status_code == plain.status_code == 200, cached.text
+    assert 0 < int(cached.headers["x-cache-skipped-steps"]) < 12
+    assert "x-cache-skipped-steps" not in plain.headers  # the server's default is no cache
+    for refused in (unknown, out_of_range):
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "cache"
+    assert misspelt.status_code == 422 and "cache" in misspelt.text

@@ -23,6 +23,8 @@ EVERY_FLAG = [
     "--cfg-parallel-size", "2",
     "--attention-backend", "sdpa",
     "--max-output-pixels", "1048576",
+    "--cache", "fbcache",
+    "--cache-threshold", "0.1",
     "--host", "0.0.0.0",
     "--port", "9001",
     "--api-key", "sk-flag",
@@ -61,6 +63,8 @@ def test_flags_set_their_fields() -> None:
         cfg_parallel_size=2,
         attention_backend="sdpa",
         max_output_pixels=1048576,
+        cache="fbcache",
+        cache_threshold=0.1,
     )
     assert (config.host, config.port, config.api_key) == ("0.0.0.0", 9001, "sk-flag")
     assert (config.max_body_bytes, config.storage_path) == (4096, Path("/srv/omni"))
@@ -99,6 +103,9 @@ def test_api_key_and_storage_path_come_from_the_environment(
         (["--port", "70000"], "port"),
         (["--device", "tpu"], "device"),
         (["--send-timeout", "0"], "send_timeout"),
+        (["--cache", "teacache"], "--cache"),
+        (["--cache", "fbcache", "--cache-threshold", "0"], "threshold must be above 0"),
+        (["--cache-threshold", "0.2"], "a cache of type none takes no threshold"),
     ],
 )
 def test_bad_flags_exit_with_a_message(

@@ -221,6 +221,19 @@ def test_sync_takes_a_sampler(video_url: str) -> None:
     assert np.abs(np.asarray(frames, float) - np.asarray(default_frames, float)).mean() > 0.5
 
 
+def test_a_cache_on_a_model_with_one_block_is_refused_clearly(video_url: str) -> None:
+    form = {"prompt": "a robot", "num_frames": "5", "num_inference_steps": "12"}
+    as_text = {**form, "cache": '{"type": "fbcache", "threshold": 5}'}
+    response = requests.post(f"{video_url}/v1/videos/sync", data=as_text, timeout=60)
+    plain = requests.post(f"{video_url}/v1/videos/sync", data={**form, "cache": "none"})
+
+    # The tiny video model has one block: nothing after it to skip.
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "cache"
+    assert "none after the first to skip" in response.json()["error"]["message"]
+    assert plain.status_code == 200 and "x-cache-skipped-steps" not in plain.headers
+
+
 def test_concurrent_jobs_share_denoising_steps(video_url: str) -> None:
     def batched_steps() -> int:
         counts = stats(video_url)["batch_size_counts"]
@@ -283,7 +296,7 @@ REFUSED_FORMS = [
     ({"lora": "[1, 2]"}, 400, "lora must be a JSON object"),
     ({"extra_params": "{broken"}, 400, "extra_params is not valid JSON"),
     ({"extra_params": '"text"'}, 400, "extra_params must be a JSON object"),
-    ({"extra_params": '{"cache": 1, "teacache": 2}'}, 400, "cache, teacache"),
+    ({"extra_params": '{"magcache": 1, "teacache": 2}'}, 400, "magcache, teacache"),
     ({"extra_params": '{"fps": 8}', "fps": "8"}, 400, "fps is sent both"),
     ({"enable_frame_interpolation": "true"}, 400, "frame interpolation is not built yet"),
     ({"frame_interpolation_exp": "1"}, 400, "frame interpolation is not built yet"),
@@ -296,6 +309,9 @@ REFUSED_FORMS = [
     ({"width": "8192"}, 422, "<= 4096"),
     ({"true_cfg_scale": "4"}, 400, "true_cfg_scale"),
     ({"sampler": "ddim"}, 400, "unknown sampler 'ddim'"),
+    ({"cache": "teacache"}, 400, "unknown cache type 'teacache'"),
+    ({"cache": '{"type": "fbcache", "threshold": 0}'}, 400, "threshold must be above 0"),
+    ({"cache": "{broken"}, 400, "cache is not valid JSON"),
     ({"image_reference": f"data:image/png;base64,{PNG_1PX}"}, 400, "text-to-video"),
     ({"image_reference": "not even an image"}, 400, "text-to-video"),  # refused unread
 ]
