@@ -240,7 +240,7 @@ class FamilyAdapter(ABC):
         velocities = [cond[id(r)] for r in requests]
         guided = [i for i, r in enumerate(requests) if id(r) in uncond]
         if guided:
-            mixed = cfg_combine_all(
+            mixed = self.guide(
                 [velocities[i] for i in guided],
                 [uncond[id(requests[i])] for i in guided],
                 [self.cfg_scale(requests[i]) for i in guided],
@@ -248,6 +248,13 @@ class FamilyAdapter(ABC):
             for i, velocity in zip(guided, mixed, strict=True):
                 velocities[i] = velocity
         return velocities
+
+    def guide(
+        self, cond: list[torch.Tensor], uncond: list[torch.Tensor], scales: list[float]
+    ) -> list[torch.Tensor]:
+        """The CFG formula over the guided requests; a family whose pipeline mixes the two
+        predictions its own way overrides this rather than all of `combine`."""
+        return cfg_combine_all(cond, uncond, scales)
 
     def denoisers(self) -> list[torch.nn.Module]:
         """The modules whose attention backend --attention-backend sets."""

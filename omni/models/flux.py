@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from diffusers import FluxPipeline
@@ -13,129 +10,42 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux import FluxAttention, _get_qkv_projections
 
 from omni.flow import config_shift, linear_sigmas
-from omni.limits import MAX_SIDE
-from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.base import Row
+from omni.models.image_family import PooledTextCond, TrueCFGAdapter
 from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
-from omni.models.text_cache import TextEmbeddingCache
-from omni.request import GenerationParams, Request
+from omni.request import GenerationParams
 from omni.samplers import ScheduleInputs
 
 MAX_SEQUENCE_LENGTH = 512
+FluxCond = PooledTextCond  # [1, text_len, joint_attention_dim] and [1, pooled_projection_dim]
 
 
-@dataclass(slots=True)
-class FluxCond:
-    prompt_embeds: torch.Tensor  # [1, text_len, joint_attention_dim]
-    pooled: torch.Tensor  # [1, pooled_projection_dim]
-    negative_embeds: torch.Tensor | None = None
-    negative_pooled: torch.Tensor | None = None
+class FluxAdapter(TrueCFGAdapter):
+    pipeline_class = FluxPipeline
+    family = "flux"  # one denoiser: every size shares the forward
+    cond_class = PooledTextCond
+    default_steps = 28
+    default_guidance = 3.5
+    default_true_cfg = 1.0
 
-
-def uses_true_cfg(params: GenerationParams) -> bool:
-    """diffusers' rule: real CFG needs both a negative prompt and true_cfg_scale above 1."""
-    return params.negative_prompt is not None and (params.true_cfg_scale or 1.0) > 1.0
-
-
-class FluxAdapter(FamilyAdapter):
-    kind: ClassVar = "image"
-    supported_fields: ClassVar = frozenset(
-        {
-            "prompt",
-            "negative_prompt",
-            "width",
-            "height",
-            "num_inference_steps",
-            "guidance_scale",
-            "true_cfg_scale",
-            "seed",
-        }
-    )
-
-    def __init__(
-        self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        super().__init__(name, device, dtype)
-        self.pipe = FluxPipeline.from_pretrained(model_dir, dtype=dtype).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.scheduler_config = dict(self.pipe.scheduler.config)
-        self.init_samplers(self.scheduler_config)
-        self.vae_scale_factor = self.pipe.vae_scale_factor
+    def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
-        self.has_guidance_embeds = bool(self.pipe.transformer.config.guidance_embeds)
-        default_side = self.pipe.default_sample_size * self.vae_scale_factor
-        self.defaults = ServingDefaults.read(
-            model_dir,
-            width=default_side,
-            height=default_side,
-            num_inference_steps=28,
-            guidance_scale=3.5,
-        )
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
-        self.text_cache = TextEmbeddingCache(self._encode_texts)
 
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.name,
-            kind="image",
-            default_width=self.defaults.width,
-            default_height=self.defaults.height,
-            size_multiple=self.vae_scale_factor * 2,
-            max_side=MAX_SIDE,
-        )
+    def _text_tokens(self, params: GenerationParams) -> int:
+        return self.max_sequence_length
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        self.check_fields(params)
-        params = self.check_common(params)
-        d = self.defaults
-        return replace(
-            params,
-            width=params.width or d.width,
-            height=params.height or d.height,
-            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
-            guidance_scale=d.guidance_scale
-            if params.guidance_scale is None
-            else params.guidance_scale,
-            true_cfg_scale=1.0 if params.true_cfg_scale is None else params.true_cfg_scale,
-        )
+    def _noise_channels(self) -> int:
+        return self.pipe.transformer.config.in_channels // 4
 
-    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        key = ("flux",)  # one denoiser: every size shares the forward
-        return (key,) * params.num_inference_steps, 2 if uses_true_cfg(params) else 1
-
-    def tokens_per_row(self, params: GenerationParams) -> int:
-        height, width = self._latent_size(params)
-        return (height // 2) * (width // 2) + self.max_sequence_length
-
-    def _latent_size(self, params: GenerationParams) -> tuple[int, int]:
-        return params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
-
-    def prepare(self, requests: list[Request]) -> None:
-        negatives = [r for r in requests if uses_true_cfg(r.params)]
-        prompts = [r.params.prompt for r in requests] + [
-            r.params.negative_prompt for r in negatives
-        ]
-        texts = self.text_cache(prompts)
-        num_channels = self.pipe.transformer.config.in_channels // 4
-        for (embeds, pooled), request in zip(texts, requests, strict=False):
-            request.cond = FluxCond(embeds, pooled)
-            height, width = self._latent_size(request.params)
-            noise = seeded_noise(
-                (1, num_channels, height, width), request.params.seed, embeds.dtype
-            )
-            request.latents = FluxPipeline._pack_latents(noise, 1, num_channels, height, width).to(
-                self.device
-            )
-            self.start_sampling(request)
-        for (embeds, pooled), request in zip(texts[len(requests) :], negatives, strict=True):
-            request.cond.negative_embeds = embeds
-            request.cond.negative_pooled = pooled
+    def _pack(self, noise: torch.Tensor) -> torch.Tensor:
+        _, channels, height, width = noise.shape
+        return FluxPipeline._pack_latents(noise, 1, channels, height, width)
 
     def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
         """FluxPipeline's: mu from the image token count, and sigmas linspace(1, 1/n, n) except
         for schedulers with flow sigmas of their own (UniPC, DPM-Solver), which it passes none."""
-        height, width = self._latent_size(params)
-        mu = config_shift(self.scheduler_config, (height // 2) * (width // 2))
+        mu = config_shift(self.scheduler_config, self._image_tokens(params))
         if self.has_own_flow_sigmas(params):
             return ScheduleInputs(mu=mu)
         return ScheduleInputs(sigmas=linear_sigmas(params.num_inference_steps), mu=mu)
@@ -149,25 +59,14 @@ class FluxAdapter(FamilyAdapter):
         )
         return embeds, pooled
 
-    def cfg_scale(self, request: Request) -> float | None:
-        return request.params.true_cfg_scale if uses_true_cfg(request.params) else None
-
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
-        embeds, pooled = [], []
-        for row in rows:
-            cond = row.request.cond
-            embeds.append(cond.negative_embeds if row.uncond else cond.prompt_embeds)
-            pooled.append(cond.negative_pooled if row.uncond else cond.pooled)
+        embeds = [row.request.cond.embeds(row.uncond) for row in rows]
+        pooled = [row.request.cond.pooled_for(row.uncond) for row in rows]
         latents = [r.request.latents for r in rows]
-        timesteps = torch.stack([r.request.timesteps[r.request.step_index] for r in rows])
-        guidance = None
-        if self.has_guidance_embeds:
-            scales = [r.request.params.guidance_scale for r in rows]
-            guidance = torch.tensor(scales, dtype=torch.float32, device=self.device)
         inputs = dict(
             # FluxPipeline passes t in the latents' dtype, divided by 1000.
-            timestep=timesteps.to(self.device, latents[0].dtype) / 1000,
-            guidance=guidance,
+            timestep=self._timesteps(rows).to(self.device, latents[0].dtype) / 1000,
+            guidance=self._guidance(rows),
             pooled_projections=torch.cat(pooled),
             return_dict=False,
         )
@@ -222,9 +121,6 @@ class FluxAdapter(FamilyAdapter):
             )[0]
         return unpad(prediction, [x.shape[1] for x in latents])
 
-    def denoisers(self) -> list[torch.nn.Module]:
-        return [self.pipe.transformer]
-
     def _text_ids(self, text_len: int) -> torch.Tensor:
         return torch.zeros(text_len, 3, device=self.device, dtype=self.dtype)
 
@@ -237,16 +133,10 @@ class FluxAdapter(FamilyAdapter):
             )
         return self._image_ids[key]
 
-    def decode(self, requests: list[Request]) -> list[Any]:
-        params = requests[0].params
-        latents = torch.cat([r.latents for r in requests])
-        latents = FluxPipeline._unpack_latents(
+    def _unpack(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+        return FluxPipeline._unpack_latents(
             latents, params.height, params.width, self.vae_scale_factor
         )
-        vae_config = self.pipe.vae.config
-        latents = latents / vae_config.scaling_factor + vae_config.shift_factor
-        images = self.pipe.vae.decode(latents, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(images, output_type="pil")
 
 
 class _PaddedFluxAttnProcessor:

@@ -10,141 +10,76 @@ call, their image tokens padded and masked (omni.models.flux2_padding).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
-
 import numpy as np
 import torch
 from diffusers import Flux2KleinPipeline
 from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
-from omni.limits import MAX_SIDE
-from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.base import Row
 from omni.models.flux2_padding import PaddedRows, padded_processors
+from omni.models.image_family import ImageAdapter, TextCond
 from omni.models.padding import key_mask, pad_rows, processors_replaced, unpad
-from omni.models.text_cache import TextEmbeddingCache
-from omni.request import GenerationParams, Request
+from omni.request import GenerationParams
 from omni.samplers import ScheduleInputs
 
 MAX_SEQUENCE_LENGTH = 512  # Flux2KleinPipeline.__call__'s max_sequence_length
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 4.0
-EMPTY_PROMPT = ""  # the pipeline's negative prompt
+Flux2Cond = TextCond  # [1, text_len, 3 * text hidden size]
 
 
-@dataclass(slots=True)
-class Flux2Cond:
-    prompt_embeds: torch.Tensor  # [1, text_len, 3 * text hidden size]
-    negative_embeds: torch.Tensor | None = None
-
-
-class Flux2KleinAdapter(FamilyAdapter):
+class Flux2KleinAdapter(ImageAdapter):
     # The single-stream blocks run on text and image tokens joined, the double-stream first
     # block on image tokens alone: a residual across them is not First-Block Cache's.
     step_cache_problem = "FLUX.2's single-stream blocks are not cached yet"
-    kind: ClassVar = "image"
-    supported_fields: ClassVar = frozenset(
-        {"prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance_scale",
-         "seed"}
-    )  # fmt: skip
+    pipeline_class = Flux2KleinPipeline
+    family = "flux2"  # one denoiser: every size and prompt shares the forward
+    default_steps = DEFAULT_STEPS
+    default_guidance = DEFAULT_GUIDANCE
 
-    def __init__(
-        self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        super().__init__(name, device, dtype)
-        self.pipe = Flux2KleinPipeline.from_pretrained(model_dir, dtype=dtype).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.init_samplers(dict(self.pipe.scheduler.config))
+    def _setup(self) -> None:
         self.is_distilled = bool(self.pipe.config.is_distilled)
-        self.vae_scale_factor = self.pipe.vae_scale_factor
         # The real tokenizer declares 131072 tokens, so this is the pipeline's 512; a small
         # tokenizer (the tiny model's) shortens the text the same way FLUX.1's adapter does.
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer.model_max_length)
-        default_side = self.pipe.default_sample_size * self.vae_scale_factor
-        self.defaults = ServingDefaults.read(
-            model_dir,
-            width=default_side,
-            height=default_side,
-            num_inference_steps=DEFAULT_STEPS,
-            guidance_scale=DEFAULT_GUIDANCE,
-        )
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
         self._text_ids = Flux2KleinPipeline._prepare_text_ids(
             torch.empty(1, self.max_sequence_length, 1)
-        ).to(device)
-        self.text_cache = TextEmbeddingCache(self._encode_texts)
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.name,
-            kind="image",
-            default_width=self.defaults.width,
-            default_height=self.defaults.height,
-            size_multiple=self.vae_scale_factor * 2,
-            max_side=MAX_SIDE,
-        )
+        ).to(self.device)
 
     # Requests ----------------------------------------------------------------------------------
-
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        self.check_fields(params)
-        params = self.check_common(params)
-        d = self.defaults
-        guidance = d.guidance_scale if params.guidance_scale is None else params.guidance_scale
-        return replace(
-            params,
-            width=params.width or d.width,
-            height=params.height or d.height,
-            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
-            guidance_scale=guidance,
-        )
 
     def uses_cfg(self, params: GenerationParams) -> bool:
         """The pipeline's rule: real CFG above scale 1, never for step-distilled checkpoints."""
         return params.guidance_scale > 1.0 and not self.is_distilled
 
-    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        key = ("flux2",)  # one denoiser: every size and prompt shares the forward
-        return (key,) * params.num_inference_steps, 2 if self.uses_cfg(params) else 1
+    def _text_tokens(self, params: GenerationParams) -> int:
+        return self.max_sequence_length
 
-    def tokens_per_row(self, params: GenerationParams) -> int:
+    def _image_tokens(self, params: GenerationParams) -> int:
         height, width = self._latent_size(params)
-        return height * width + self.max_sequence_length
+        return height * width
 
     def _latent_size(self, params: GenerationParams) -> tuple[int, int]:
         """The packed token grid: one token per 2x2 patch of the VAE latent."""
         multiple = self.vae_scale_factor * 2
         return params.height // multiple, params.width // multiple
 
-    def cfg_scale(self, request: Request) -> float | None:
-        return request.params.guidance_scale if self.uses_cfg(request.params) else None
-
     # Encoding and sampling ---------------------------------------------------------------------
 
-    def prepare(self, requests: list[Request]) -> None:
-        guided = [r for r in requests if self.uses_cfg(r.params)]
-        negatives = [r.params.negative_prompt or EMPTY_PROMPT for r in guided]
-        texts = self.text_cache([r.params.prompt for r in requests] + negatives)
-        channels = self.pipe.transformer.config.in_channels
-        for (embeds,), request in zip(texts, requests, strict=False):
-            request.cond = Flux2Cond(embeds)
-            height, width = self._latent_size(request.params)
-            # Drawn in the patchified shape, as the pipeline's prepare_latents does.
-            noise = seeded_noise((1, channels, height, width), request.params.seed, embeds.dtype)
-            request.latents = Flux2KleinPipeline._pack_latents(noise).to(self.device)
-            self.start_sampling(request)
-        for (embeds,), request in zip(texts[len(requests) :], guided, strict=True):
-            request.cond.negative_embeds = embeds
+    def _noise_channels(self) -> int:
+        return self.pipe.transformer.config.in_channels
+
+    def _pack(self, noise: torch.Tensor) -> torch.Tensor:
+        """Noise drawn in the patchified shape, as the pipeline's prepare_latents does, to
+        tokens."""
+        return Flux2KleinPipeline._pack_latents(noise)
 
     def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
         """The pipeline's: its empirical mu for this size, and sigmas linspace(1, 1/n, n) unless
         the sampler makes its own flow sigmas (the pipeline passes those none)."""
         steps = params.num_inference_steps
-        height, width = self._latent_size(params)
-        mu = compute_empirical_mu(image_seq_len=height * width, num_steps=steps)
+        mu = compute_empirical_mu(image_seq_len=self._image_tokens(params), num_steps=steps)
         if self.has_own_flow_sigmas(params):
             return ScheduleInputs(mu=mu)
         return ScheduleInputs(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
@@ -160,15 +95,11 @@ class Flux2KleinAdapter(FamilyAdapter):
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         """One transformer call over every row, every prompt sharing it (the text is always
         max_sequence_length tokens); rows of several image sizes are padded to the longest."""
-        embeds = torch.cat(
-            [r.request.cond.negative_embeds if r.uncond else r.request.cond.prompt_embeds
-             for r in rows]
-        )  # fmt: skip
+        embeds = torch.cat([row.request.cond.embeds(row.uncond) for row in rows])
         latents = [row.request.latents for row in rows]
-        timesteps = torch.stack([r.request.timesteps[r.request.step_index] for r in rows])
         inputs = dict(
             # The pipeline hands t in the latents' dtype, divided by 1000; no guidance embedding.
-            timestep=timesteps.to(self.device, latents[0].dtype) / 1000,
+            timestep=self._timesteps(rows).to(self.device, latents[0].dtype) / 1000,
             guidance=None,
             encoder_hidden_states=embeds,
             txt_ids=self._text_ids,
@@ -198,9 +129,6 @@ class Flux2KleinAdapter(FamilyAdapter):
         """Text then image ids of one row, in the order the transformer concatenates them."""
         return torch.cat([self._text_ids[0], self._image_ids_for(size)[0]])
 
-    def denoisers(self) -> list[torch.nn.Module]:
-        return [self.pipe.transformer]
-
     def _image_ids_for(self, size: tuple[int, int]) -> torch.Tensor:
         """The pipeline's 4-D (t, h, w, l) ids of a packed token grid, cached per size."""
         if size not in self._image_ids:
@@ -210,17 +138,14 @@ class Flux2KleinAdapter(FamilyAdapter):
 
     # Decoding ----------------------------------------------------------------------------------
 
-    def decode(self, requests: list[Request]) -> list[Any]:
+    def _vae_input(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
         """Tokens back to the patchified grid, the VAE's batch-norm statistics undone, 2x2
-        patches unfolded to latent channels, then the VAE decode (the pipeline's order)."""
-        size = self._latent_size(requests[0].params)
-        latents = torch.cat([r.latents for r in requests])
-        ids = self._image_ids_for(size).expand(len(requests), -1, -1)
+        patches unfolded to latent channels (the pipeline's order)."""
+        size = self._latent_size(params)
+        ids = self._image_ids_for(size).expand(len(latents), -1, -1)
         latents = Flux2KleinPipeline._unpack_latents_with_ids(latents, ids, *size)
         vae = self.pipe.vae
         mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
         std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
         latents = latents * std.to(latents.device, latents.dtype) + mean
-        latents = Flux2KleinPipeline._unpatchify_latents(latents)
-        images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(images, output_type="pil")
+        return Flux2KleinPipeline._unpatchify_latents(latents).to(vae.dtype)

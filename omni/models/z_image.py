@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,10 +23,11 @@ from diffusers.pipelines.z_image.pipeline_z_image import (
 from torch.nn.utils.rnn import pad_sequence
 
 from omni.limits import MAX_SIDE
-from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
+from omni.models.base import Row
+from omni.models.image_family import ImageAdapter, TextCond
 from omni.models.padding import MASKED_BACKENDS, masked_backend
-from omni.models.text_cache import TextEmbeddingCache
-from omni.request import GenerationParams, Request
+from omni.models.text_cache import Embedding
+from omni.request import GenerationParams
 from omni.samplers import ScheduleInputs
 
 # ZImagePipeline.__call__'s defaults (Z-Image-Turbo's model card runs 9 steps with guidance 0:
@@ -40,15 +38,7 @@ DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 5.0
 
 
-@dataclass(slots=True)
-class ZImageCond:
-    prompt_embeds: torch.Tensor  # [text_len, cap_feat_dim]: the prompt's real tokens only
-    negative_embeds: torch.Tensor | None = None
-
-
-def uses_cfg(params: GenerationParams) -> bool:
-    """ZImagePipeline's rule: guidance runs whenever guidance_scale is above 0."""
-    return params.guidance_scale > 0
+ZImageCond = TextCond  # [text_len, cap_feat_dim]: the prompt's real tokens only
 
 
 def round_up(length: int) -> int:
@@ -56,84 +46,37 @@ def round_up(length: int) -> int:
     return -(-length // SEQ_MULTI_OF) * SEQ_MULTI_OF
 
 
-class ZImageAdapter(FamilyAdapter):
+class ZImageAdapter(ImageAdapter):
     # ZImageTransformerBlock(x, attn_mask, freqs_cis, adaln_input): all four are per row.
-    cache_row_args: ClassVar = frozenset({"x", "attn_mask", "freqs_cis", "adaln_input"})
-    kind: ClassVar = "image"
-    supported_fields: ClassVar = frozenset(
-        {
-            "prompt",
-            "negative_prompt",
-            "width",
-            "height",
-            "num_inference_steps",
-            "guidance_scale",
-            "seed",
-        }
-    )
+    cache_row_args = frozenset({"x", "attn_mask", "freqs_cis", "adaln_input"})
+    pipeline_class = ZImagePipeline
+    family = "z_image"  # one denoiser taking lists: every size and text length shares it
+    default_side = DEFAULT_SIDE
+    default_steps = DEFAULT_STEPS
+    default_guidance = DEFAULT_GUIDANCE
 
-    def __init__(
-        self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        super().__init__(name, device, dtype)
-        self.pipe = ZImagePipeline.from_pretrained(model_dir, dtype=dtype).to(device)
-        self.pipe.set_progress_bar_config(disable=True)
+    def _setup(self) -> None:
         self.transformer = self.pipe.transformer
-        self.scheduler_config = dict(self.pipe.scheduler.config)
-        self.init_samplers(self.scheduler_config)
-        self.vae_scale_factor = self.pipe.vae_scale_factor
-        self.defaults = ServingDefaults.read(
-            model_dir,
-            width=DEFAULT_SIDE,
-            height=DEFAULT_SIDE,
-            num_inference_steps=DEFAULT_STEPS,
-            guidance_scale=DEFAULT_GUIDANCE,
-        )
         # tokens_per_row runs on the event loop while the stage thread encodes: a fast tokenizer
         # must not be shared between threads, so counting has its own copy.
         self._counter = copy.deepcopy(self.pipe.tokenizer)
         self._counter_lock = threading.Lock()
-        self.text_cache = TextEmbeddingCache(self._encode_texts)
 
     @property
-    def info(self) -> ModelInfo:
-        patch = self.vae_scale_factor * 2
-        # Image rows and columns are rotary positions: the table's length bounds the size.
-        rope_side = min(self.transformer.config.axes_lens[1:]) * patch
-        return ModelInfo(
-            name=self.name,
-            kind="image",
-            default_width=self.defaults.width,
-            default_height=self.defaults.height,
-            size_multiple=patch,
-            max_side=min(MAX_SIDE, rope_side),
-        )
+    def max_side(self) -> int:
+        """Image rows and columns are rotary positions: the table's length bounds the size."""
+        rope_side = min(self.transformer.config.axes_lens[1:]) * self.vae_scale_factor * 2
+        return min(MAX_SIDE, rope_side)
 
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        self.check_fields(params)
-        params = self.check_common(params)
-        d = self.defaults
-        return replace(
-            params,
-            width=params.width or d.width,
-            height=params.height or d.height,
-            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
-            guidance_scale=d.guidance_scale
-            if params.guidance_scale is None
-            else params.guidance_scale,
-        )
-
-    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        key = ("z_image",)  # one denoiser taking lists: every size and text length shares it
-        return (key,) * params.num_inference_steps, 2 if uses_cfg(params) else 1
+    def uses_cfg(self, params: GenerationParams) -> bool:
+        """ZImagePipeline's rule: guidance runs whenever guidance_scale is above 0."""
+        return params.guidance_scale > 0
 
     def tokens_per_row(self, params: GenerationParams) -> int:
-        height, width = self._latent_size(params)
-        texts = [params.prompt]
-        if uses_cfg(params):
-            texts.append(params.negative_prompt or "")
-        text_len = max(self._count_tokens(text) for text in texts)
-        return round_up((height // 2) * (width // 2)) + round_up(text_len)
+        return round_up(self._image_tokens(params)) + self._text_tokens(params)
+
+    def _text_tokens(self, params: GenerationParams) -> int:
+        return round_up(max(self._count_tokens(text) for text in self._row_texts(params)))
 
     def _count_tokens(self, text: str) -> int:
         """The caption length the pipeline keeps for `text`: its chat-templated token count."""
@@ -152,31 +95,24 @@ class ZImageAdapter(FamilyAdapter):
         patch = self.vae_scale_factor * 2
         return 2 * (params.height // patch), 2 * (params.width // patch)
 
-    def prepare(self, requests: list[Request]) -> None:
-        guided = [r for r in requests if uses_cfg(r.params)]
-        texts = [r.params.prompt for r in requests]
-        texts += [r.params.negative_prompt or "" for r in guided]  # the pipeline's default: ""
-        encoded = [embeds[0, : int(length)] for embeds, length in self.text_cache(texts)]
-        num_channels = self.transformer.in_channels
-        for embeds, request in zip(encoded, requests, strict=False):
-            request.cond = ZImageCond(embeds)
-            height, width = self._latent_size(request.params)
-            # The pipeline keeps its latents in float32 whatever the model's dtype.
-            noise = seeded_noise(
-                (1, num_channels, height, width), request.params.seed, torch.float32
-            )
-            request.latents = noise.to(self.device)
-            self.start_sampling(request)
-        for embeds, request in zip(encoded[len(requests) :], guided, strict=True):
-            request.cond.negative_embeds = embeds
+    def _text_cond(self, embedding: Embedding) -> TextCond:
+        """Only the caption's real tokens: the transformer takes unpadded captions."""
+        embeds, length = embedding
+        return TextCond(embeds[0, : int(length)])
+
+    def _noise_channels(self) -> int:
+        return self.transformer.in_channels
+
+    def _noise_dtype(self, cond: TextCond) -> torch.dtype:
+        """The pipeline keeps its latents in float32 whatever the model's dtype."""
+        return torch.float32
 
     def schedule_inputs(self, params: GenerationParams) -> ScheduleInputs:
         """ZImagePipeline's: sigmas torch.linspace(1, 1/n, n) and mu from the image token count
         (mu only matters to a scheduler with dynamic shifting; Z-Image-Turbo's has a static 3)."""
-        height, width = self._latent_size(params)
         config = self.scheduler_config
         mu = calculate_shift(
-            (height // 2) * (width // 2),
+            self._image_tokens(params),
             config.get("base_image_seq_len", 256),
             config.get("max_image_seq_len", 4096),
             config.get("base_shift", 0.5),
@@ -196,44 +132,24 @@ class ZImageAdapter(FamilyAdapter):
         lengths = torch.tensor([len(caption) for caption in captions])
         return pad_sequence(captions, batch_first=True), lengths
 
-    def cfg_scale(self, request: Request) -> float | None:
-        return request.params.guidance_scale if uses_cfg(request.params) else None
-
-    def combine(
-        self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]
+    def guide(
+        self, cond: list[torch.Tensor], uncond: list[torch.Tensor], scales: list[float]
     ) -> list[torch.Tensor]:
         """ZImagePipeline's guidance, pos + scale * (pos - neg), for all guided requests at once.
 
         Rows arrive already negated, and negation commutes exactly with this formula, so the
         result equals the pipeline's negated guided prediction bit for bit."""
-        cond: dict[int, torch.Tensor] = {}
-        uncond: dict[int, torch.Tensor] = {}
-        for row, output in zip(rows, prediction, strict=True):
-            (uncond if row.uncond else cond)[id(row.request)] = output
-        outputs = [cond[id(r)] for r in requests]
-        guided = [i for i, r in enumerate(requests) if id(r) in uncond]
-        if guided:
-            pos = [outputs[i] for i in guided]
-            neg = [uncond[id(requests[i])] for i in guided]
-            scales = [self.cfg_scale(requests[i]) for i in guided]
-            mixed = torch._foreach_add(
-                pos, torch._foreach_mul(torch._foreach_sub(pos, neg), scales)
-            )
-            for i, output in zip(guided, mixed, strict=True):
-                outputs[i] = output
-        return outputs
+        guided = torch._foreach_mul(torch._foreach_sub(cond, uncond), scales)
+        return torch._foreach_add(cond, guided)
 
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         """The transformer over every row; returns what the pipeline hands scheduler.step: the
         negated prediction in float32, shaped like the request's latents."""
         dtype = self.transformer.dtype
         latents = [r.request.latents[0].to(dtype).unsqueeze(1) for r in rows]  # [C, 1, H, W]
-        captions = [
-            r.request.cond.negative_embeds if r.uncond else r.request.cond.prompt_embeds
-            for r in rows
-        ]
+        captions = [row.request.cond.embeds(row.uncond) for row in rows]
         # The pipeline's t is the scheduler's timestep; the model takes (1000 - t) / 1000.
-        t = torch.stack([r.request.timesteps[r.request.step_index].float() for r in rows])
+        t = self._timesteps(rows).float()
         timestep = ((1000 - t) / 1000).to(self.device)
         shapes = {(x.shape, caption.shape) for x, caption in zip(latents, captions, strict=True)}
         with _masks_allowed(self.transformer, len(shapes) > 1):
@@ -243,12 +159,8 @@ class ZImageAdapter(FamilyAdapter):
     def denoisers(self) -> list[torch.nn.Module]:
         return [self.transformer]
 
-    def decode(self, requests: list[Request]) -> list[Any]:
-        vae = self.pipe.vae
-        latents = torch.cat([r.latents for r in requests]).to(vae.dtype)
-        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
-        images = vae.decode(latents, return_dict=False)[0]
-        return self.pipe.image_processor.postprocess(images, output_type="pil")
+    def _unpack(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+        return latents.to(self.pipe.vae.dtype)
 
 
 @contextmanager
