@@ -95,6 +95,13 @@ class ZImageAdapter(ImageAdapter):
         patch = self.vae_scale_factor * 2
         return 2 * (params.height // patch), 2 * (params.width // patch)
 
+    def row_shape(self, row: Row) -> tuple:
+        """A cached row's sequence is its image and its caption, each padded to 32 tokens by the
+        transformer, and then to the longest in the forward: rows of one caption length only,
+        so that length (and the cached residuals' shape) stays the row's own."""
+        caption = row.request.cond.embeds(row.uncond).shape[-2]  # [tokens, width]
+        return (*super().row_shape(row), round_up(caption))
+
     def _text_cond(self, embedding: Embedding) -> TextCond:
         """Only the caption's real tokens: the transformer takes unpadded captions."""
         embeds, length = embedding
