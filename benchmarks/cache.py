@@ -1,0 +1,138 @@
+"""Step caching on the CPU: images/s with First-Block Cache against without, side by side.
+
+    python -m benchmarks.cache --thresholds 0.05 0.1 0.2 --concurrency 1 16 --rounds 3
+
+The model is omni-tiny with its transformer swapped for a wider, deeper one (8 blocks of width
+256, 256 image tokens at 256x256), so the transformer dominates a step as it does at full size.
+Every round runs the uncached and the cached sides one after the other (alternating which goes
+first), with the same seeds; the table gives medians over rounds of the cached side's images/s
+over the uncached side's, the steps skipped per image and the mean absolute pixel difference
+between the two sides' images (0-255).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FluxTransformer2DModel
+
+from omni.config import EngineConfig
+from omni.engine import AsyncEngine
+from omni.models.tiny import ensure_builtin
+from omni.request import GenerationParams
+
+MODEL_DIR = Path("/tmp/omni-cache-bench-model")
+WIDE_TRANSFORMER = {"num_layers": 2, "num_single_layers": 6, "num_attention_heads": 4,
+                    "attention_head_dim": 64}  # fmt: skip
+
+
+def benchmark_model(path: Path = MODEL_DIR) -> Path:
+    """omni-tiny's pipeline with an 8-block, 256-wide transformer (random weights, seed 0)."""
+    if (path / "transformer" / "config.json").is_file():
+        return path
+    source = ensure_builtin("omni-tiny")
+    shutil.copytree(source, path, dirs_exist_ok=True)
+    config = FluxTransformer2DModel.load_config(source / "transformer")
+    config = {k: v for k, v in config.items() if not k.startswith("_")} | WIDE_TRANSFORMER
+    config["axes_dims_rope"] = (8, 28, 28)  # sums to the head width, as FLUX's 16+56+56 = 128
+    torch.manual_seed(0)
+    FluxTransformer2DModel(**config).save_pretrained(path / "transformer")
+    return path
+
+
+@dataclass
+class Side:
+    images_per_s: float
+    skipped: float  # mean steps skipped per image
+    images: list[np.ndarray]
+
+
+async def run_side(
+    engine: AsyncEngine, count: int, steps: int, threshold: float | None, size: int
+) -> Side:
+    cache = {"cache": "fbcache", "cache_threshold": threshold} if threshold else {"cache": "none"}
+    params = [
+        GenerationParams(
+            prompt="a lighthouse on a cliff at dusk",
+            width=size,
+            height=size,
+            num_inference_steps=steps,
+            seed=seed,
+            **cache,
+        )
+        for seed in range(count)
+    ]
+    started = time.perf_counter()
+    finished = await engine.generate_many(params)
+    elapsed = time.perf_counter() - started
+    skipped = [f.cache_skipped_steps or 0 for f in finished]
+    images = [np.asarray(f.output, dtype=np.float64) for f in finished]
+    return Side(count / elapsed, statistics.mean(skipped), images)
+
+
+async def measure(args: argparse.Namespace) -> list[str]:
+    engine = AsyncEngine(EngineConfig(model=str(benchmark_model()), profile_seconds=0))
+    await engine.start()
+    await engine.wait_ready()
+    rows = []
+    try:
+        await run_side(engine, 1, 2, None, args.size)  # warm-up
+        for concurrency in args.concurrency:
+            for threshold in args.thresholds:
+                speedups, skips, diffs = [], [], []
+                for round_index in range(args.rounds):
+                    order = (None, threshold) if round_index % 2 == 0 else (threshold, None)
+                    sides = {}
+                    for side in order:
+                        sides[side] = await run_side(
+                            engine, concurrency, args.steps, side, args.size
+                        )
+                    plain, cached = sides[None], sides[threshold]
+                    speedups.append(cached.images_per_s / plain.images_per_s)
+                    skips.append(cached.skipped)
+                    diffs.append(
+                        statistics.mean(
+                            float(np.abs(a - b).mean())
+                            for a, b in zip(plain.images, cached.images, strict=True)
+                        )
+                    )
+                rows.append(
+                    f"| {concurrency} | {threshold:g} | {statistics.median(skips):.1f} of "
+                    f"{args.steps} | {statistics.median(speedups):.2f}x "
+                    f"({', '.join(f'{s:.2f}' for s in speedups)}) | "
+                    f"{statistics.median(diffs):.2f} |"
+                )
+                print(rows[-1], flush=True)
+    finally:
+        await engine.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    header = [
+        "| concurrent | threshold | steps skipped | images/s cached / uncached (rounds) | "
+        "mean pixel diff |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(header), flush=True)
+    rows = asyncio.run(measure(args))
+    print("\n".join(header + rows))
+
+
+if __name__ == "__main__":
+    main()
