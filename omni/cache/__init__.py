@@ -5,76 +5,17 @@ unconditional row) and per denoiser (Wan2.2's experts cache apart), like its lat
 sampler's history; it is dropped when the request leaves the engine.
 """
 
-from __future__ import annotations
-
-from collections.abc import Hashable
-from dataclasses import dataclass, field
-
-from omni.cache.first_block import (
-    RowCache,
-    RowFirstBlockCache,
-    is_registered_block,
-    transformer_blocks,
-)
-from omni.errors import InvalidRequestError
-from omni.limits import CACHE_TYPES, DEFAULT_CACHE_THRESHOLDS, MAX_CACHE_THRESHOLD
+from omni.cache.first_block import RowCache, RowFirstBlockCache
+from omni.cache.rows import cached_forward, step_cache_problem
+from omni.cache.state import RequestCache, check_cache
+from omni.limits import CACHE_TYPES
 
 __all__ = [
     "CACHE_TYPES",
     "RequestCache",
     "RowCache",
     "RowFirstBlockCache",
+    "cached_forward",
     "check_cache",
-    "is_registered_block",
-    "transformer_blocks",
+    "step_cache_problem",
 ]
-
-
-def check_cache(kind: str | None, threshold: float | None) -> tuple[str | None, float | None]:
-    """(type, threshold) with the type's default threshold filled in; raises
-    InvalidRequestError (param "cache") for an unknown type or a threshold out of range."""
-    if kind is None:
-        return None, None
-    if kind not in CACHE_TYPES:
-        raise InvalidRequestError(
-            f"unknown cache type {kind[:40]!r}; one of {', '.join(CACHE_TYPES)}", param="cache"
-        )
-    if kind == "none":
-        if threshold is not None:
-            raise InvalidRequestError("a cache of type none takes no threshold", param="cache")
-        return kind, None
-    if threshold is None:
-        threshold = DEFAULT_CACHE_THRESHOLDS[kind]
-    if not 0.0 < threshold <= MAX_CACHE_THRESHOLD:
-        raise InvalidRequestError(
-            f"cache threshold must be above 0 and at most {MAX_CACHE_THRESHOLD:g}, got {threshold}",
-            param="cache",
-        )
-    return kind, threshold
-
-
-@dataclass(slots=True)
-class RequestCache:
-    """One request's First-Block Cache: a RowCache per (branch, denoiser), and its tally."""
-
-    threshold: float
-    rows: dict[Hashable, RowCache] = field(default_factory=dict)
-    skipped_steps: int = 0  # steps whose conditional row skipped the remaining blocks
-    skipped_rows: int = 0  # rows (conditional or unconditional) that skipped
-
-    def row(self, uncond: bool, denoiser: Hashable) -> RowCache:
-        return self.rows.setdefault((uncond, denoiser), RowCache())
-
-    def record(self, uncond: bool, skipped: bool) -> None:
-        if skipped:
-            self.skipped_rows += 1
-            if not uncond:
-                self.skipped_steps += 1
-
-    def forget(self) -> None:
-        """Drop the cached tensors (the request left, or memory ran out); keep the tally."""
-        self.rows.clear()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(row.nbytes for row in self.rows.values())

@@ -13,13 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from omni.cache import (
-    RequestCache,
-    RowFirstBlockCache,
-    check_cache,
-    is_registered_block,
-    transformer_blocks,
-)
+from omni.cache import cached_forward, check_cache, step_cache_problem
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
 from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
@@ -168,66 +162,23 @@ class FamilyAdapter(ABC):
         return self.combine(requests, rows, self.forward_rows(rows))
 
     def forward_rows(self, rows: list[Row]) -> list[torch.Tensor]:
-        """`forward`, through First-Block Cache when some row's request asks for it.
-
-        With caching, rows of different shapes run in forwards of their own: the padded paths
-        keep per-row state outside the blocks' arguments, which the cache cannot slice.
-        """
+        """`forward`, through First-Block Cache when some row's request asks for it."""
         if not any(row.request.params.cache == "fbcache" for row in rows):
             return self.forward(rows)
-        by_shape: dict[tuple, list[int]] = {}
-        for index, row in enumerate(rows):
-            by_shape.setdefault(self.row_shape(row), []).append(index)
-        outputs: list[torch.Tensor | None] = [None] * len(rows)
-        for indices in by_shape.values():
-            group = self._forward_cached([rows[i] for i in indices])
-            for i, output in zip(indices, group, strict=True):
-                outputs[i] = output
-        return outputs
+        return cached_forward(self, rows)
 
     def row_shape(self, row: Row) -> tuple:
-        """What rows must share to run in one unpadded forward."""
+        """What rows must share to run in one unpadded forward (the step cache groups by it)."""
         return tuple(row.request.latents.shape)
-
-    @functools.cached_property
-    def step_cache_problem(self) -> str | None:
-        """Why First-Block Cache cannot run on this model's denoisers; None when it can."""
-        for denoiser in self.denoisers():
-            blocks = transformer_blocks(denoiser)
-            if len(blocks) < 2:
-                return (
-                    f"{type(denoiser).__name__} here has {len(blocks)} transformer block(s): "
-                    "none after the first to skip"
-                )
-            for block in blocks:
-                if not is_registered_block(block):
-                    return f"{type(block).__name__} blocks are not known to the step cache"
-        return None
 
     def denoiser_for(self, rows: list[Row]) -> torch.nn.Module:
         """The module `forward` runs for these rows (one batch key)."""
         return self.denoisers()[0]
 
-    def _forward_cached(self, rows: list[Row]) -> list[torch.Tensor]:
-        denoiser_key = rows[0].request.batch_key
-        caches, thresholds = [], []
-        for row in rows:
-            request = row.request
-            if request.params.cache != "fbcache":
-                caches.append(None)
-                thresholds.append(None)
-                continue
-            if request.cache is None:
-                request.cache = RequestCache(request.params.cache_threshold)
-            caches.append(request.cache.row(row.uncond, denoiser_key))
-            thresholds.append(request.cache.threshold)
-        cache = RowFirstBlockCache(self.denoiser_for(rows), caches, thresholds, self.cache_row_args)
-        with cache.installed():
-            outputs = self.forward(rows)
-        for row, skipped in zip(rows, cache.hits, strict=True):
-            if row.request.cache is not None:
-                row.request.cache.record(row.uncond, skipped)
-        return outputs
+    @functools.cached_property
+    def step_cache_problem(self) -> str | None:
+        """Why First-Block Cache cannot run on this model; None when it can."""
+        return step_cache_problem(self.denoisers())
 
     def combine(
         self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]

@@ -35,6 +35,7 @@ def mixed_batch() -> list[GenerationParams]:
         image_params(seed=4, guidance_scale=7.0, sampler="dpm++2m"),
         image_params(seed=5, num_inference_steps=2),
         image_params(seed=6, width=48, height=64, **CFG),
+        image_params(seed=7, num_inference_steps=12, cache="fbcache", cache_threshold=0.3, **CFG),
     ]
 
 
@@ -76,6 +77,8 @@ def test_cfg_parallel_images_match_single_rank(tiny_flux_dir):
     params = mixed_batch()
     single, _ = generate_all(tiny_flux_dir, params)
     parallel, stats = generate_all(tiny_flux_dir, params, cfg_parallel_size=2)
+    # Each rank caches its own rows (cond on rank 0, uncond on rank 1) and skips the same steps.
+    assert parallel[-1].cache_skipped_steps == single[-1].cache_skipped_steps > 0
     single, parallel = [r.output for r in single], [r.output for r in parallel]
     assert stats.max_batch_size_seen >= 2  # CFG and non-CFG requests shared batches
     for ours, reference in zip(parallel, single, strict=True):
