@@ -161,6 +161,8 @@ class Engine:
         rows = sum(r.num_rows for r in output.denoise)
         tokens = rows * max(r.tokens_per_row for r in output.denoise)
         self.stats.record_batch(len(output.denoise), rows, tokens)
+        caches = [r.cache for r in self.scheduler.running if r.cache is not None]
+        self.stats.record_step_cache(sum(cache.nbytes for cache in caches))
         self.step_records.append(
             StepRecord(output.step, start, time.monotonic(), len(output.denoise), rows, tokens)
         )

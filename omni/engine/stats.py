@@ -22,6 +22,8 @@ class EngineStats:
     scheduling_policy: str = DEFAULT_SCHEDULING_POLICY
     max_num_batched_tokens: int | None = None  # the budget in force
     forward_profile: str | None = None  # the start-up profile the budget came from
+    step_cache_bytes: int = 0  # held by running requests' step caches after the last step
+    max_step_cache_bytes: int = 0
 
     def record_batch(self, size: int, rows: int, tokens: int) -> None:
         self.num_steps_run += 1
@@ -29,6 +31,10 @@ class EngineStats:
         self.num_tokens_run += tokens
         self.max_batch_size_seen = max(self.max_batch_size_seen, size)
         self.batch_size_counts[size] = self.batch_size_counts.get(size, 0) + 1
+
+    def record_step_cache(self, held: int) -> None:
+        self.step_cache_bytes = held
+        self.max_step_cache_bytes = max(self.max_step_cache_bytes, held)
 
     def copy(self) -> EngineStats:
         return replace(self, batch_size_counts=dict(self.batch_size_counts))

@@ -119,6 +119,7 @@ def test_a_cached_request_among_others_skips_the_same_steps_and_makes_the_same_i
     (alone,), _ = generate_all(tiny_flux_dir, [cached])
     assert stats.max_batch_size_seen >= 7  # the cached and uncached rows shared forwards
     assert together[0].cache_skipped_steps == alone.cache_skipped_steps > 0
+    assert stats.max_step_cache_bytes > 0  # what the caches held is counted
     assert_same_image(together[0].output, alone.output)
     assert [r.cache_skipped_steps for r in together][3:5] == [None, None]
 
