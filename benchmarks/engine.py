@@ -44,6 +44,7 @@ from benchmarks.archs import (
 )
 from benchmarks.engine_path import EngineRun, run_engine_path
 from benchmarks.scheduler_cost import scheduler_step_seconds
+from omni.limits import CACHE_TYPES
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' datasheets, without sparsity.
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -249,6 +250,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, help="timed forwards per point (GPU 5, CPU 20)")
     parser.add_argument("--torch-threads", type=int, help="CPU threads for torch")
     parser.add_argument("--engine-model", help="run the omni.engine path on this model too")
+    parser.add_argument(
+        "--cache",
+        choices=CACHE_TYPES,
+        default="none",
+        help="the engine path's step cache (--cache of omni.serve); the transformer-only "
+        "measurement has none",
+    )
+    parser.add_argument("--cache-threshold", type=float, default=None)
     parser.add_argument("--no-engine", action="store_true", help="skip the omni.engine path")
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--profile-json", type=Path, help="only write a simulator profile here")
@@ -285,7 +294,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if engine_model and not args.no_engine:
         width, height = parse_size(args.size[0])
         report.engine = run_engine_path(
-            engine_model, device, args.batch_sizes, width, height, args.steps
+            engine_model,
+            device,
+            args.batch_sizes,
+            width,
+            height,
+            args.steps,
+            args.cache,
+            args.cache_threshold,
         )
 
     print(table(report))

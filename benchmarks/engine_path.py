@@ -164,11 +164,19 @@ def engine_run(
 
 
 def run_engine_path(
-    model: str, device: torch.device, batches: Sequence[int], width: int, height: int, steps: int
+    model: str,
+    device: torch.device,
+    batches: Sequence[int],
+    width: int,
+    height: int,
+    steps: int,
+    cache: str = "none",
+    cache_threshold: float | None = None,
 ) -> list[EngineRun]:
     """For each batch size B: B same-shaped requests submitted at once, after one warm-up round.
 
     One engine serves every round; its batch cap is the largest B, so each round runs whole.
+    `cache` is the server's step cache (--cache), which every request then uses.
     """
     config = EngineConfig(
         model=model,
@@ -176,5 +184,7 @@ def run_engine_path(
         max_batch_size=max(batches),
         max_num_running=max(*batches, 64),
         profile_seconds=0,  # each round runs whole: no token budget below max_batch_size
+        cache=cache,
+        cache_threshold=cache_threshold,
     )
     return asyncio.run(measure(config, batches, width, height, steps))
