@@ -39,8 +39,9 @@ DEFAULT_SCHEDULING_POLICY = "fcfs"
 # Rows of different sizes share a forward padded to the longest while the padded tokens stay
 # within this multiple of the real ones; sizes further apart take turns in forwards of their own.
 MAX_PADDING_RATIO = 1.25
-# Step caching: "none" or First-Block Cache; its threshold bounds a relative L1 change.
-CACHE_TYPES = ("none", "fbcache")
+# Step caching: "none", First-Block Cache (its threshold bounds a relative L1 change) or
+# TaylorSeer (a fixed schedule: it takes no threshold).
+CACHE_TYPES = ("none", "fbcache", "taylorseer")
 DEFAULT_CACHE_THRESHOLDS = {"fbcache": 0.05}  # diffusers' FirstBlockCacheConfig default
 MAX_CACHE_THRESHOLD = 10.0
 MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY

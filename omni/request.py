@@ -44,8 +44,8 @@ class GenerationParams:
     image: Any = None  # a PIL image conditioning image-to-video
     priority: int | None = None  # --scheduling-policy priority: lower runs first (None: 0)
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
-    cache: str | None = None  # step caching: "none" or "fbcache" (None: the server's default)
-    cache_threshold: float | None = None  # None: the cache type's default
+    cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
+    cache_threshold: float | None = None  # fbcache's (None: its default); taylorseer takes none
 
 
 @dataclass(eq=False)

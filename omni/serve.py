@@ -113,14 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CACHE_TYPES,
         default=DEFAULTS.cache,
         help="step caching for requests that do not choose: fbcache (First-Block Cache, decided "
-        "per request and row) or none",
+        "per request and row), taylorseer (TaylorSeer, diffusers' schedule, per request) or none",
     )
     model.add_argument(
         "--cache-threshold",
         type=float,
         default=None,
-        help="the --cache threshold (default: the type's, 0.05 for fbcache); a request's `cache` "
-        "field may set its own",
+        help="the --cache fbcache threshold (default 0.05; taylorseer takes none); a request's "
+        "`cache` field may set its own",
     )
     model.add_argument(
         "--max-output-pixels",

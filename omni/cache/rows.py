@@ -1,13 +1,23 @@
-"""A family adapter's forward with First-Block Cache for the rows whose requests ask for it."""
+"""A family adapter's forward with a step cache (First-Block Cache, TaylorSeer) for the rows whose
+requests ask for one."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import torch
 
-from omni.cache.first_block import RowFirstBlockCache, is_registered_block, transformer_blocks
+from omni.cache.first_block import (
+    RowCache,
+    RowFirstBlockCache,
+    is_registered_block,
+    transformer_blocks,
+)
 from omni.cache.state import RequestCache
+from omni.cache.taylorseer import RowTaylorSeer, TaylorRow
+
+STEP_CACHES = ("fbcache", "taylorseer")
 
 if TYPE_CHECKING:
     from omni.models.base import FamilyAdapter, Row
@@ -31,24 +41,40 @@ def cached_forward(adapter: FamilyAdapter, rows: list[Row]) -> list[torch.Tensor
 
 
 def _forward_one_shape(adapter: FamilyAdapter, rows: list[Row]) -> list[torch.Tensor]:
+    """One forward in which First-Block Cache rows, TaylorSeer rows and uncached rows decide
+    apart: each cache only skips work for the rows whose request asked for it."""
     denoiser_key = rows[0].request.batch_key
-    caches, thresholds = [], []
+    blocks: list[RowCache | None] = []
+    thresholds: list[float | None] = []
+    seers: list[TaylorRow | None] = []
     for row in rows:
         request = row.request
-        if request.params.cache != "fbcache":
-            caches.append(None)
-            thresholds.append(None)
-            continue
-        if request.cache is None:
-            request.cache = RequestCache(request.params.cache_threshold)
-        caches.append(request.cache.row(row.uncond, denoiser_key))
-        thresholds.append(request.cache.threshold)
+        kind = request.params.cache
+        state = None
+        if kind in STEP_CACHES:
+            if request.cache is None:
+                request.cache = RequestCache(kind, request.params.cache_threshold)
+            state = request.cache.row(row.uncond, denoiser_key)
+        blocks.append(state if kind == "fbcache" else None)
+        thresholds.append(request.params.cache_threshold if kind == "fbcache" else None)
+        seers.append(state if kind == "taylorseer" else None)
     denoiser = adapter.denoiser_for(rows)
-    cache = RowFirstBlockCache(denoiser, caches, thresholds, adapter.cache_row_args)
-    with cache.installed():
+    first_block = seer = None
+    with ExitStack() as stack:
+        if any(state is not None for state in blocks):
+            first_block = RowFirstBlockCache(denoiser, blocks, thresholds, adapter.cache_row_args)
+            stack.enter_context(first_block.installed())
+        if any(state is not None for state in seers):
+            # Inside blocks First-Block Cache runs for fewer rows, the modules see those only.
+            present = None if first_block is None else (lambda: first_block._misses)
+            seer = RowTaylorSeer(denoiser, seers, adapter.taylorseer_row_args, present)
+            stack.enter_context(seer.installed())
         outputs = adapter.forward(rows)
-    for row, skipped in zip(rows, cache.hits, strict=True):
+    for i, row in enumerate(rows):
         if row.request.cache is not None:
+            skipped = (first_block is not None and first_block.hits[i]) or (
+                seer is not None and seer.predicting[i]
+            )
             row.request.cache.record(row.uncond, skipped)
     return outputs
 

@@ -52,6 +52,6 @@ def load_model(config: EngineConfig) -> FamilyAdapter:
 
     adapter = load_adapter(config.model, config.name, config.torch_device, config.torch_dtype)
     apply_attention_backend(adapter, config.attention_backend)
-    if config.cache == "fbcache" and adapter.step_cache_problem:
-        raise ValueError(f"--cache fbcache: {adapter.step_cache_problem}")
+    if problem := adapter.cache_problem(config.cache):
+        raise ValueError(f"--cache {config.cache}: {problem}")
     return adapter

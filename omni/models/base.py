@@ -13,7 +13,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from omni.cache import cached_forward, check_cache, step_cache_problem
+from omni.cache import (
+    STEP_CACHES,
+    cached_forward,
+    check_cache,
+    step_cache_problem,
+    taylorseer_problem,
+)
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
 from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
@@ -85,6 +91,9 @@ class FamilyAdapter(ABC):
     cache_row_args: ClassVar[frozenset[str]] = frozenset(
         {"hidden_states", "encoder_hidden_states", "temb"}
     )
+    # The attention modules' arguments that carry one entry per row: what TaylorSeer slices when
+    # only some rows compute. None: TaylorSeer is not wired for the family (refused).
+    taylorseer_row_args: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         self.name = name
@@ -162,8 +171,8 @@ class FamilyAdapter(ABC):
         return self.combine(requests, rows, self.forward_rows(rows))
 
     def forward_rows(self, rows: list[Row]) -> list[torch.Tensor]:
-        """`forward`, through First-Block Cache when some row's request asks for it."""
-        if not any(row.request.params.cache == "fbcache" for row in rows):
+        """`forward`, through the step caches when some row's request asks for one."""
+        if not any(row.request.params.cache in STEP_CACHES for row in rows):
             return self.forward(rows)
         return cached_forward(self, rows)
 
@@ -179,6 +188,16 @@ class FamilyAdapter(ABC):
     def step_cache_problem(self) -> str | None:
         """Why First-Block Cache cannot run on this model; None when it can."""
         return step_cache_problem(self.denoisers())
+
+    @functools.cached_property
+    def taylorseer_problem(self) -> str | None:
+        return taylorseer_problem(self.denoisers(), self.taylorseer_row_args)
+
+    def cache_problem(self, kind: str | None) -> str | None:
+        """Why the step cache `kind` cannot run on this model; None when it can (or none)."""
+        if kind == "taylorseer":
+            return self.taylorseer_problem
+        return self.step_cache_problem if kind == "fbcache" else None
 
     def combine(
         self, requests: list[Request], rows: list[Row], prediction: list[torch.Tensor]
@@ -274,9 +293,9 @@ class FamilyAdapter(ABC):
                 param="sampler",
             )
         cache, cache_threshold = check_cache(params.cache, params.cache_threshold)
-        if cache == "fbcache" and self.step_cache_problem:
+        if problem := self.cache_problem(cache):
             raise InvalidRequestError(
-                f"{self.name} cannot use the step cache: {self.step_cache_problem}", param="cache"
+                f"{self.name} cannot use the step cache {cache}: {problem}", param="cache"
             )
         params = replace(params, cache=cache, cache_threshold=cache_threshold)
         if seed is None:

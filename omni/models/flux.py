@@ -27,6 +27,8 @@ class FluxAdapter(TrueCFGAdapter):
     default_steps = 28
     default_guidance = 3.5
     default_true_cfg = 1.0
+    # FluxAttention's per-row inputs; its rotary table is one for all rows of a same-size group.
+    taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
 
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
