@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -16,13 +15,12 @@ import torch
 from omni.cache import (
     STEP_CACHES,
     cached_forward,
-    check_cache,
     step_cache_problem,
     taylorseer_problem,
 )
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
-from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from omni.models.checks import check_common
 from omni.request import GenerationParams, Request
 from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
@@ -244,63 +242,8 @@ class FamilyAdapter(ABC):
                 )
 
     def check_common(self, params: GenerationParams) -> GenerationParams:
-        """Validation every family shares: steps, size and seed."""
-        info = self.info
-        if not params.prompt or not params.prompt.strip():
-            raise InvalidRequestError("prompt must not be empty", param="prompt")
-        for name in ("prompt", "negative_prompt"):
-            text = getattr(params, name)
-            if text is not None and len(text) > MAX_PROMPT_CHARS:
-                raise InvalidRequestError(
-                    f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are taken "
-                    "(text encoders read only the first few hundred tokens anyway)",
-                    param=name,
-                )
-        steps = params.num_inference_steps
-        if steps is not None and not 1 <= steps <= MAX_STEPS:
-            raise InvalidRequestError(
-                f"num_inference_steps must be between 1 and {MAX_STEPS}, got {steps}",
-                param="num_inference_steps",
-            )
-        for side in ("width", "height"):
-            value = getattr(params, side)
-            if value is None:
-                continue
-            if value < info.size_multiple or value > info.max_side:
-                raise InvalidRequestError(
-                    f"{side} {value} is out of range for {self.name}: "
-                    f"{info.size_multiple} to {info.max_side}",
-                    param="size",
-                )
-            if value % info.size_multiple:
-                raise InvalidRequestError(
-                    f"{side} {value} is not a multiple of {info.size_multiple}, "
-                    f"which {self.name} needs",
-                    param="size",
-                )
-        seed = params.seed
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise InvalidRequestError(f"seed must be between 0 and {MAX_SEED}", param="seed")
-        priority = params.priority
-        if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidRequestError(
-                f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}", param="priority"
-            )
-        if params.sampler is not None and params.sampler not in self.samplers:
-            raise InvalidRequestError(
-                f"unknown sampler {params.sampler[:40]!r}; {self.name} has "
-                + ", ".join(sorted(self.samplers)),
-                param="sampler",
-            )
-        cache, cache_threshold = check_cache(params.cache, params.cache_threshold)
-        if problem := self.cache_problem(cache):
-            raise InvalidRequestError(
-                f"{self.name} cannot use the step cache {cache}: {problem}", param="cache"
-            )
-        params = replace(params, cache=cache, cache_threshold=cache_threshold)
-        if seed is None:
-            params = replace(params, seed=secrets.randbelow(2**32))
-        return replace(params, sampler=params.sampler or self.default_sampler)
+        """Validation every family shares (omni.models.checks); fills the seed and sampler."""
+        return check_common(self, params)
 
 
 def seeded_noise(shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
