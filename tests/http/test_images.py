@@ -188,3 +188,15 @@ def test_cache_field_skips_steps_reports_them_and_refuses_bad_values(url: str):
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["param"] == "cache"
     assert misspelt.status_code == 422 and "cache" in misspelt.text
+
+
+def test_taylorseer_predicts_on_its_schedule_and_takes_no_threshold(url: str):
+    cached = generate(url, prompt="a red fox", size="64x64", num_inference_steps=12,
+                      cache="taylorseer")  # fmt: skip
+    with_threshold = generate(url, prompt="a red fox", cache={"type": "taylorseer", "threshold": 1})
+
+    assert cached.status_code == 200, cached.text
+    # diffusers' schedule: steps 0-2 in full, then every 5th (4 and 9): 7 of 12 predicted
+    assert cached.headers["x-cache-skipped-steps"] == "7"
+    assert with_threshold.status_code == 400
+    assert with_threshold.json()["error"]["param"] == "cache"
