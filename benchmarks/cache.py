@@ -1,6 +1,6 @@
-"""Step caching on the CPU: images/s with First-Block Cache against without, side by side.
+"""Step caching on the CPU: images/s with a step cache against without, side by side.
 
-    python -m benchmarks.cache --thresholds 0.05 0.1 0.2 --concurrency 1 16 --rounds 3
+    python -m benchmarks.cache --caches fbcache:0.05 fbcache:0.45 taylorseer --concurrency 1 16
 
 The model is omni-tiny with its transformer swapped for a wider, deeper one (8 blocks of width
 256, 256 image tokens at 256x256), so the transformer dominates a step as it does at full size.
@@ -55,10 +55,15 @@ class Side:
     images: list[np.ndarray]
 
 
-async def run_side(
-    engine: AsyncEngine, count: int, steps: int, threshold: float | None, size: int
-) -> Side:
-    cache = {"cache": "fbcache", "cache_threshold": threshold} if threshold else {"cache": "none"}
+def parse_cache(spec: str) -> tuple[str, float | None]:
+    """ "fbcache:0.45" -> ("fbcache", 0.45); "taylorseer" -> ("taylorseer", None)."""
+    kind, _, threshold = spec.partition(":")
+    return kind, float(threshold) if threshold else None
+
+
+async def run_side(engine: AsyncEngine, count: int, steps: int, spec: str, size: int) -> Side:
+    kind, threshold = parse_cache(spec)
+    cache = {"cache": kind, "cache_threshold": threshold}
     params = [
         GenerationParams(
             prompt="a lighthouse on a cliff at dusk",
@@ -84,18 +89,18 @@ async def measure(args: argparse.Namespace) -> list[str]:
     await engine.wait_ready()
     rows = []
     try:
-        await run_side(engine, 1, 2, None, args.size)  # warm-up
+        await run_side(engine, 1, 2, "none", args.size)  # warm-up
         for concurrency in args.concurrency:
-            for threshold in args.thresholds:
+            for spec in args.caches:
                 speedups, skips, diffs = [], [], []
                 for round_index in range(args.rounds):
-                    order = (None, threshold) if round_index % 2 == 0 else (threshold, None)
+                    order = ("none", spec) if round_index % 2 == 0 else (spec, "none")
                     sides = {}
                     for side in order:
                         sides[side] = await run_side(
                             engine, concurrency, args.steps, side, args.size
                         )
-                    plain, cached = sides[None], sides[threshold]
+                    plain, cached = sides["none"], sides[spec]
                     speedups.append(cached.images_per_s / plain.images_per_s)
                     skips.append(cached.skipped)
                     diffs.append(
@@ -105,7 +110,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
                         )
                     )
                 rows.append(
-                    f"| {concurrency} | {threshold:g} | {statistics.median(skips):.1f} of "
+                    f"| {concurrency} | {spec} | {statistics.median(skips):.1f} of "
                     f"{args.steps} | {statistics.median(speedups):.2f}x "
                     f"({', '.join(f'{s:.2f}' for s in speedups)}) | "
                     f"{statistics.median(diffs):.2f} |"
@@ -118,14 +123,19 @@ async def measure(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument(
+        "--caches",
+        nargs="+",
+        default=["fbcache:0.05", "fbcache:0.45", "taylorseer"],
+        help="type[:threshold] of each cached side",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     header = [
-        "| concurrent | threshold | steps skipped | images/s cached / uncached (rounds) | "
+        "| concurrent | cache | steps skipped | images/s cached / uncached (rounds) | "
         "mean pixel diff |",
         "|---|---|---|---|---|",
     ]
