@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from omni.http.chat import ChatCompletionRequest
 from omni.http.errors import ErrorBody
 from omni.http.schemas import Health, ImageGenerationRequest, ImageGenerationResponse, ModelList
 from omni.http.video_form import VideoRequest
@@ -55,6 +56,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/v1/stats"): ("The engine's counters", (), "object"),
     ("GET", "/openapi.json"): ("This document", (), "object"),
     ("POST", "/v1/images/generations"): ("Generate images", (JSON,), ImageGenerationResponse),
+    ("POST", "/v1/chat/completions"): ("An image as a chat answer", (JSON,), "object"),
     ("POST", "/v1/videos"): ("Queue a video job", (JSON, FORM), VideoObject),
     ("POST", "/v1/videos/sync"): ("Generate a video and answer with it", (JSON, FORM), MP4),
     ("GET", "/v1/videos"): ("List video jobs", (), VideoList),
@@ -62,8 +64,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/v1/videos/{video_id}/content"): ("A finished job's MP4", (), MP4),
     ("DELETE", "/v1/videos/{video_id}"): ("Delete a job and its file", (), "object"),
 }
-REQUEST_SCHEMAS = {"/v1/images/generations": ImageGenerationRequest}
-SCHEMA_TYPES = (ImageGenerationRequest, VideoRequest, ErrorBody, *{
+REQUEST_SCHEMAS = {
+    "/v1/images/generations": ImageGenerationRequest,
+    "/v1/chat/completions": ChatCompletionRequest,
+}
+SCHEMA_TYPES = (ImageGenerationRequest, ChatCompletionRequest, VideoRequest, ErrorBody, *{
     answer for _, _, answer in OPERATIONS.values() if isinstance(answer, type)
 })  # fmt: skip
 
