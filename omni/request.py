@@ -41,7 +41,9 @@ class GenerationParams:
     guidance_scale_2: float | None = None
     boundary_ratio: float | None = None
     flow_shift: float | None = None
-    image: Any = None  # a PIL image conditioning image-to-video
+    image: Any = None  # a PIL image conditioning image-to-video, or the image an edit starts from
+    mask: Any = None  # an edit's repaint mask (PIL, white = repaint), the image's size
+    strength: float | None = None  # how far down the schedule an edit starts (1: from noise)
     priority: int | None = None  # --scheduling-policy priority: lower runs first (None: 0)
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
     cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
@@ -72,6 +74,7 @@ class Request:
     sampler: Any = None  # the omni.samplers.Sampler that updates it
     sampler_state: Any = None  # that sampler's history for this request (step sizes, past x0)
     cache: Any = None  # its omni.cache.RequestCache while it denoises with a step cache
+    blend: Any = None  # a callable(request) -> latents run after each update (inpainting)
     output: Any = None
 
     arrival_time: float = field(default_factory=time.monotonic)

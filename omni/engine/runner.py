@@ -19,6 +19,9 @@ def advance(requests: list[Request], outputs: list[torch.Tensor]) -> None:
         group[1].append(output)
     for group, group_outputs in by_sampler.values():
         group[0].sampler.step(group, group_outputs)
+    for request in requests:
+        if request.blend is not None:  # per-request state such as inpainting's known region
+            request.latents = request.blend(request)
 
 
 class Runner:

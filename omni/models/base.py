@@ -42,6 +42,7 @@ class ModelInfo:
     default_fps: int | None = None
     default_num_frames: int | None = None
     takes_image: bool = False  # an image-to-video model: requests carry a reference image
+    can_edit: bool = False  # takes /v1/images/edits: image, mask and strength
 
 
 @dataclass(frozen=True, slots=True)

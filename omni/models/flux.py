@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -11,28 +12,60 @@ from diffusers.models.transformers.transformer_flux import FluxAttention, _get_q
 
 from omni.flow import config_shift, linear_sigmas
 from omni.models.base import Row
+from omni.models.flux_edit import EDIT_FIELDS, FluxEditMixin
 from omni.models.image_family import PooledTextCond, TrueCFGAdapter
 from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
-from omni.request import GenerationParams
-from omni.samplers import ScheduleInputs
+from omni.request import GenerationParams, Request
+from omni.samplers import Schedule, ScheduleInputs
 
 MAX_SEQUENCE_LENGTH = 512
 FluxCond = PooledTextCond  # [1, text_len, joint_attention_dim] and [1, pooled_projection_dim]
 
 
-class FluxAdapter(TrueCFGAdapter):
+class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
     pipeline_class = FluxPipeline
     family = "flux"  # one denoiser: every size shares the forward
     cond_class = PooledTextCond
     default_steps = 28
     default_guidance = 3.5
     default_true_cfg = 1.0
+    supported_fields = TrueCFGAdapter.supported_fields | EDIT_FIELDS
+    can_edit = True
     # FluxAttention's per-row inputs; its rotary table is one for all rows of a same-size group.
     taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
 
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
+        self._setup_edits()
+
+    # Edits (omni.models.flux_edit) -------------------------------------------------------------
+
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        return self.resolve_edit(super().resolve(params))
+
+    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
+        keys, rows = super().plan(params)
+        return self.edit_plan(keys, params), rows
+
+    def schedule(self, params: GenerationParams) -> Schedule:
+        return self.edit_schedule(super().schedule(params), params)
+
+    def start_sampling(self, request: Request) -> None:
+        """An edit's schedule is the full one's tail, so its sampler starts mid-way."""
+        params = request.params
+        sampler = self.samplers[params.sampler or self.default_sampler]
+        full = sampler.schedule(params.num_inference_steps, self.schedule_inputs(params))
+        schedule = self.edit_schedule(full, params)
+        request.sampler = sampler
+        request.sigmas, request.timesteps = schedule.sigmas, schedule.timesteps
+        request.sampler_state = sampler.start(schedule)
+
+    def prepare(self, requests: list[Request]) -> None:
+        super().prepare(requests)
+        for request in requests:
+            if request.params.image is not None:
+                self.prepare_edit(request)
 
     def _text_tokens(self, params: GenerationParams) -> int:
         return self.max_sequence_length

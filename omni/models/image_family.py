@@ -85,6 +85,7 @@ class ImageAdapter(FamilyAdapter):
     default_steps: ClassVar[int]
     default_guidance: ClassVar[float | None] = None
     default_true_cfg: ClassVar[float | None] = None  # filled in when a request leaves it out
+    can_edit: ClassVar[bool] = False  # image-to-image and inpainting (FLUX: omni.models.flux_edit)
 
     def __init__(
         self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
@@ -127,6 +128,7 @@ class ImageAdapter(FamilyAdapter):
             default_height=self.defaults.height,
             size_multiple=self.vae_scale_factor * self.patch_size,
             max_side=self.max_side,
+            can_edit=self.can_edit,
         )
 
     def denoisers(self) -> list[torch.nn.Module]:
