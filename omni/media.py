@@ -71,8 +71,9 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     return buffer.getvalue()
 
 
-def read_image(data: bytes, param: str) -> Image.Image:
-    """An RGB image from PNG, JPEG or WebP bytes; InvalidImageError (400) for anything else."""
+def read_image(data: bytes, param: str, mode: str = "RGB") -> Image.Image:
+    """An image in `mode` (RGB; RGBA keeps a mask's alpha) from PNG, JPEG or WebP bytes, its
+    size bounded before its pixels are decoded; InvalidImageError (400) for anything else."""
     try:
         image = Image.open(io.BytesIO(data))
         image_format = image.format
@@ -91,7 +92,7 @@ def read_image(data: bytes, param: str) -> Image.Image:
         raise InvalidImageError(
             f"{param} must be a PNG, JPEG or WebP image, got {image_format}", param
         )
-    return image.convert("RGB")
+    return image.convert(mode)
 
 
 def read_reference_image(value: str | dict[str, Any], param: str) -> Image.Image:

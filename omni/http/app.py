@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from omni.engine import AsyncEngine
-from omni.http import chat, images, info, videos
+from omni.http import chat, edits, images, info, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
@@ -42,6 +42,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/stats", info.engine_stats)
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/v1/images/generations", images.create_images)
+    app.router.add_post("/v1/images/edits", edits.create_image_edits)
     app.router.add_post("/v1/chat/completions", chat.create_chat_completion)
     videos.add_video_routes(app)
 

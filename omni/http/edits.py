@@ -1,0 +1,187 @@
+"""POST /v1/images/edits: OpenAI's multipart edit form onto FLUX image-to-image and inpainting.
+
+`image` (or `image[]`) is one upload or several (up to 16); `mask` is a PNG whose transparent
+pixels mark what to repaint. The edit is a text-to-image request that starts down the schedule
+(omni.models.flux_edit), so it batches with generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import replace
+from typing import Annotated, Literal
+
+import msgspec
+import numpy as np
+from aiohttp import web
+from PIL import Image
+
+from omni.http.body import FORM_TYPES, FormField, read_form, unsupported_media_type
+from omni.http.errors import ApiError, validation_error
+from omni.http.images import (
+    check_model,
+    check_seeds,
+    encode_outputs,
+    parse_size,
+    seeded,
+    timing_headers,
+)
+from omni.http.schemas import ImageData, ImageGenerationResponse, OutputFormat, json_response
+from omni.http.state import ENGINE
+from omni.limits import Guidance, NumImages, Percent, Priority, Seed, Steps
+from omni.media import read_image
+from omni.models.base import ModelInfo
+from omni.request import GenerationParams
+
+MAX_EDIT_IMAGES = 16  # OpenAI's limit on `image`
+IMAGE_FIELDS = ("image", "image[]")
+Strength = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The form's text fields: OpenAI's, then omni's extensions (None: the default)."""
+
+    prompt: str
+    model: str | None = None
+    n: NumImages | None = None
+    size: str | None = None
+    response_format: Literal["b64_json"] | None = None
+    output_format: OutputFormat | None = None
+    user: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    input_fidelity: str | None = None
+    output_compression: Percent | None = None
+    stream: bool | None = None
+    strength: Strength | None = None
+    negative_prompt: str | None = None
+    num_inference_steps: Steps | None = None
+    guidance_scale: Guidance | None = None
+    true_cfg_scale: Guidance | None = None
+    seed: Seed | None = None
+    priority: Priority | None = None
+    sampler: str | None = None
+
+
+async def create_image_edits(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if request.content_type not in FORM_TYPES:  # urlencoded gets "image is required"
+        raise unsupported_media_type(request, "multipart/form-data")
+    form, images, mask = split_form(await read_form(request))
+    check_can_edit(engine.info)
+    check_model(form.model, engine.config.name)
+    check_seeds(form.seed, form.n or 1)
+    if form.stream:
+        raise ApiError(400, "streaming is not supported", code="unsupported_field", param="stream")
+    image, mask_image = await asyncio.to_thread(read_uploads, images, mask)
+    params = edit_params(form, image, mask_image, engine.info)
+    engine.resolve(params)  # refuse what the model cannot serve before any work
+    finished = await engine.generate_many(seeded(params, form.n or 1))
+    output_format = form.output_format or "png"
+    encoded = await asyncio.to_thread(encode_outputs, [f.output for f in finished], output_format)
+    resolved = finished[0].params
+    response = ImageGenerationResponse(
+        created=int(time.time()),
+        data=[ImageData(base64.b64encode(png).decode("ascii")) for png in encoded],
+        size=f"{resolved.width}x{resolved.height}",
+        output_format=output_format,
+    )
+    return json_response(response, headers=timing_headers(finished))
+
+
+def split_form(fields: list[FormField]) -> tuple[ImageEditForm, list[bytes], bytes | None]:
+    """(the text fields, the `image` uploads in order, the `mask` upload)."""
+    text: dict[str, str] = {}
+    images: list[bytes] = []
+    mask = None
+    for field in fields:
+        if field.file is not None and field.name in IMAGE_FIELDS:
+            images.append(field.file)
+        elif field.file is not None and field.name == "mask" and mask is None:
+            mask = field.file
+        elif field.name in (*IMAGE_FIELDS, "mask"):
+            raise ApiError(
+                400, f"{field.name} must be an uploaded file, not text", param=field.name
+            )
+        elif field.file is not None:
+            raise ApiError(
+                400, f"{field.name} is not a file field (files: image, mask)", param=field.name
+            )
+        elif field.name in text:
+            raise ApiError(400, f"{field.name} is sent more than once", param=field.name)
+        elif field.text is not None and field.text.strip():
+            text[field.name] = field.text
+    if not images:
+        raise ApiError(400, "image is required: upload the image to edit", param="image")
+    if len(images) > MAX_EDIT_IMAGES:
+        raise ApiError(
+            400,
+            f"image has {len(images)} files: at most {MAX_EDIT_IMAGES} are accepted",
+            param="image",
+        )
+    try:
+        form = msgspec.convert(text, ImageEditForm, strict=False)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+    return form, images, mask
+
+
+def check_can_edit(info: ModelInfo) -> None:
+    if not info.can_edit:
+        raise ApiError(
+            400,
+            f"model {info.name} cannot edit images: /v1/images/edits serves FLUX image models",
+            code="unsupported_model",
+            param="model",
+        )
+
+
+def read_uploads(images: list[bytes], mask: bytes | None) -> tuple[Image.Image, Image.Image | None]:
+    """The first image, and the mask as a repaint map (white where alpha is transparent)."""
+    if len(images) > 1:
+        raise ApiError(
+            400,
+            f"image has {len(images)} files but FLUX edits one image: send one",
+            param="image",
+        )
+    image = read_image(images[0], "image")
+    if mask is None:
+        return image, None
+    rgba = read_image(mask, "mask", mode="RGBA")
+    if rgba.size != image.size:
+        raise ApiError(
+            400,
+            f"mask is {rgba.size[0]}x{rgba.size[1]} but image is {image.size[0]}x"
+            f"{image.size[1]}: the mask must be the image's size",
+            param="mask",
+        )
+    alpha = np.asarray(rgba)[..., 3]
+    return image, Image.fromarray((255 - alpha).astype(np.uint8), mode="L")
+
+
+def edit_params(
+    form: ImageEditForm, image: Image.Image, mask: Image.Image | None, info: ModelInfo
+) -> GenerationParams:
+    """Only what the client sent; without `size` the image's own, rounded down to the model's
+    size multiple."""
+    width, height = parse_size(form.size)
+    if width is None or height is None:
+        step = info.size_multiple
+        width = max(step, image.width // step * step)
+        height = max(step, image.height // step * step)
+    params = GenerationParams(
+        prompt=form.prompt,
+        negative_prompt=form.negative_prompt,
+        width=width,
+        height=height,
+        num_inference_steps=form.num_inference_steps,
+        guidance_scale=form.guidance_scale,
+        true_cfg_scale=form.true_cfg_scale,
+        seed=form.seed,
+        priority=form.priority,
+        sampler=form.sampler,
+        strength=form.strength,
+    )
+    return replace(params, image=image, mask=mask)
