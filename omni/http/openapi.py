@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from omni.http.chat import ChatCompletionRequest
+from omni.http.edits import ImageEditForm
 from omni.http.errors import ErrorBody
 from omni.http.schemas import Health, ImageGenerationRequest, ImageGenerationResponse, ModelList
 from omni.http.video_form import VideoRequest
@@ -57,6 +58,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/openapi.json"): ("This document", (), "object"),
     ("POST", "/v1/images/generations"): ("Generate images", (JSON,), ImageGenerationResponse),
     ("POST", "/v1/chat/completions"): ("An image as a chat answer", (JSON,), "object"),
+    ("POST", "/v1/images/edits"): ("Edit an image (FLUX)", (FORM,), ImageGenerationResponse),
     ("POST", "/v1/videos"): ("Queue a video job", (JSON, FORM), VideoObject),
     ("POST", "/v1/videos/sync"): ("Generate a video and answer with it", (JSON, FORM), MP4),
     ("GET", "/v1/videos"): ("List video jobs", (), VideoList),
@@ -67,10 +69,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
 REQUEST_SCHEMAS = {
     "/v1/images/generations": ImageGenerationRequest,
     "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/images/edits": ImageEditForm,  # its text fields; the files are image / image[] and mask
 }
 SCHEMA_TYPES = (ImageGenerationRequest, ChatCompletionRequest, VideoRequest, ErrorBody, *{
     answer for _, _, answer in OPERATIONS.values() if isinstance(answer, type)
 })  # fmt: skip
+SCHEMA_TYPES = (*SCHEMA_TYPES, ImageEditForm)
 
 
 def ref(schema: type) -> dict[str, str]:
