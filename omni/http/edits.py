@@ -99,7 +99,9 @@ def split_form(fields: list[FormField]) -> tuple[ImageEditForm, list[bytes], byt
     for field in fields:
         if field.file is not None and field.name in IMAGE_FIELDS:
             images.append(field.file)
-        elif field.file is not None and field.name == "mask" and mask is None:
+        elif field.file is not None and field.name == "mask":
+            if mask is not None:
+                raise ApiError(400, "mask is sent more than once: send one", param="mask")
             mask = field.file
         elif field.name in (*IMAGE_FIELDS, "mask"):
             raise ApiError(

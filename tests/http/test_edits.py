@@ -95,6 +95,8 @@ def test_bad_uploads_get_a_clear_400_and_the_server_keeps_serving(url: str) -> N
     check_400(edit(url, two), "image", "one image")
     check_400(edit(url, [image], strength="0"), "strength", "no step")
     check_400(edit(url, []), "image", "required")
+    masks = [("mask", (f"{i}.png", alpha_mask(), "image/png")) for i in range(2)]
+    check_400(edit(url, [image, *masks]), "mask", "more than once")
     assert edit(url, [image]).status_code == 200
 
 
