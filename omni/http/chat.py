@@ -3,8 +3,9 @@
 For clients that only speak chat (vLLM-Omni serves images this way): the last user message's
 text is the prompt, the generation fields ride at the top level of the body (the `openai` SDK's
 `extra_body`), and the answer is one assistant message whose content is a list of `image_url`
-parts holding data URLs, one per image. The images are the same requests the Images API makes,
-so they batch with every other request.
+parts holding data URLs, one per image. An image part (a data URL) in that message makes it an
+edit, as /v1/images/edits. The images are the same requests the Images API makes, so they batch
+with every other request.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import asyncio
 import base64
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from PIL import Image
 
 from omni.http.body import read_json
+from omni.http.edits import Strength, check_can_edit
 from omni.http.errors import ApiError
 from omni.http.images import (
     check_model,
@@ -31,6 +35,8 @@ from omni.http.images import (
 from omni.http.schemas import CacheSpec, ImageGenerationRequest, json_response
 from omni.http.state import ENGINE
 from omni.limits import Guidance, NumImages, Priority, Seed, Steps
+from omni.media import read_image
+from omni.request import GenerationParams
 
 IMAGE_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -79,6 +85,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     priority: Priority | None = None
     sampler: str | None = None
     cache: str | CacheSpec | None = None
+    strength: Strength | None = None  # an edit's, as /v1/images/edits
 
 
 async def create_chat_completion(request: web.Request) -> web.Response:
@@ -88,9 +95,15 @@ async def create_chat_completion(request: web.Request) -> web.Response:
         raise ApiError(400, "stream must be false for chat completions here", param="stream")
     check_model(body.model, engine.config.name)
     check_seeds(body.seed, body.n or 1)
-    prompt = last_user_prompt(body.messages)
+    prompt, reference = last_user_message(body.messages)
     images_body = ImageGenerationRequest(prompt=prompt, **image_fields(body))  # validated above
     params = generation_params(images_body, is_video=engine.info.kind == "video")
+    if reference is not None:
+        check_can_edit(engine.info)
+        image = await asyncio.to_thread(read_image, reference, "messages")
+        params = as_edit(params, image, body.strength, engine.info.size_multiple)
+    elif body.strength is not None:
+        raise ApiError(400, "strength applies to an edit: send an image part", param="strength")
     engine.resolve(params)
     finished = await engine.generate_many(seeded(params, body.n or 1))
     output_format = body.output_format or "png"
@@ -117,31 +130,57 @@ async def create_chat_completion(request: web.Request) -> web.Response:
     return json_response(answer, headers=timing_headers(finished))
 
 
-def last_user_prompt(messages: list[ChatMessage]) -> str:
-    """The text of the last user message; an image part in it asks for an edit."""
+def last_user_message(messages: list[ChatMessage]) -> tuple[str, bytes | None]:
+    """(the text of the last user message, the bytes of its image part if it has one)."""
     users = [m for m in messages if m.role == "user"]
     if not users:
         raise ApiError(400, "messages has no user message to draw from", param="messages")
     content = users[-1].content
+    reference = None
     if content is None or isinstance(content, str):
         text = content or ""
     else:
-        if any(part.type == "image_url" for part in content):
-            raise ApiError(
-                400,
-                "an image in the message asks for an edit, which chat completions do not "
-                "serve here yet: use /v1/images/edits",
-                param="messages",
-            )
-        unknown = sorted({p.type for p in content} - {"text"})
+        unknown = sorted({p.type for p in content} - {"text", "image_url"})
         if unknown:
             raise ApiError(
                 400, f"content part types {', '.join(unknown)} are not served", param="messages"
             )
-        text = "\n".join(part.text or "" for part in content)
+        images = [p.image_url for p in content if p.type == "image_url"]
+        if len(images) > 1 or (images and images[0] is None):
+            raise ApiError(400, "send at most one image part, with an image_url", param="messages")
+        reference = decode_data_url(images[0].url) if images else None
+        text = "\n".join(part.text or "" for part in content if part.type == "text")
     if not text.strip():
         raise ApiError(400, "the last user message has no text to draw", param="messages")
-    return text
+    return text, reference
+
+
+def decode_data_url(url: str) -> bytes:
+    """The bytes of a base64 data URL; omni fetches nothing from the network."""
+    header, comma, payload = url.partition(",")
+    if not (comma and header.startswith("data:image/") and header.endswith(";base64")):
+        raise ApiError(
+            400,
+            "an image part must be a data URL (data:image/png;base64,...): omni fetches no URLs",
+            param="messages",
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        raise ApiError(
+            400, "the image part's data URL is not valid base64", param="messages"
+        ) from None
+
+
+def as_edit(
+    params: GenerationParams, image: Image.Image, strength: float | None, size_multiple: int
+) -> GenerationParams:
+    """An edit of `image`; without a size, the image's own, rounded down as /v1/images/edits."""
+    width, height = params.width, params.height
+    if width is None or height is None:
+        width = max(size_multiple, image.width // size_multiple * size_multiple)
+        height = max(size_multiple, image.height // size_multiple * size_multiple)
+    return replace(params, image=image, width=width, height=height, strength=strength)
 
 
 def image_fields(body: ChatCompletionRequest) -> dict[str, Any]:

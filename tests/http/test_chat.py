@@ -52,15 +52,53 @@ def test_bad_chat_requests_are_400_or_422(url: str):
     def post(**body):
         return requests.post(f"{url}/v1/chat/completions", json=body, timeout=60)
 
+    def with_image(image_url: str) -> requests.Response:
+        return post(messages=[{"role": "user", "content": [
+            {"type": "text", "text": "make it blue"},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]}])  # fmt: skip
+
     no_user = post(messages=[{"role": "system", "content": "hi"}])
-    edit = post(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "make it blue"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-    ]}])  # fmt: skip
+    not_an_image = with_image("data:image/png;base64,AAAA")
+    remote = with_image("https://example.com/fox.png")
     empty = post(messages=[{"role": "user", "content": "  "}])
     misspelt = post(messages=[{"role": "user", "content": "a fox"}], num_inference_step=3)
-    for response in (no_user, edit, empty):
+    strength_alone = post(messages=[{"role": "user", "content": "a fox"}], strength=0.5)
+    for response in (no_user, not_an_image, remote, empty):
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == "messages"
-    assert "/v1/images/edits" in edit.json()["error"]["message"]
+    assert "fetches no URLs" in remote.json()["error"]["message"]
     assert misspelt.status_code == 422 and "num_inference_step" in misspelt.text
+    assert strength_alone.status_code == 400
+
+
+def test_an_image_part_edits_it_as_the_edits_route_does(url: str):
+    source = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(source, format="PNG")
+    png = source.getvalue()
+    fields = {"seed": 3, "num_inference_steps": 4, "strength": 0.7}
+    answer = requests.post(
+        f"{url}/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "a red fox"},
+                {"type": "image_url", "image_url": {
+                    "url": "data:image/png;base64," + base64.b64encode(png).decode()}},
+            ]}],
+            **fields,
+        },
+        timeout=60,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    part = answer.json()["choices"][0]["message"]["content"][0]
+    image = data_url_image(part["image_url"]["url"])
+    assert image.size == (64, 48)
+    edited = requests.post(
+        f"{url}/v1/images/edits",
+        data={"prompt": "a red fox", **{k: str(v) for k, v in fields.items()}},
+        files={"image": ("in.png", png, "image/png")},
+        timeout=60,
+    )
+    assert edited.status_code == 200, edited.text
+    direct = Image.open(io.BytesIO(base64.b64decode(edited.json()["data"][0]["b64_json"])))
+    assert_same_image(image, direct)
