@@ -11,6 +11,7 @@ from dataclasses import replace
 from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
 from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress
+from omni.engine.observer import EngineObserver
 from omni.engine.stats import EngineStats
 from omni.errors import (
     EngineNotReadyError,
@@ -37,13 +38,15 @@ class AsyncEngine:
         self._engine = engine
         self._streams: dict[str, asyncio.Queue[Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.observer = EngineObserver()  # set before start: the engine reports to it
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self._engine is None:
-            self._engine = Engine(self.config, self._publish_threadsafe)
+            self._engine = Engine(self.config, self._publish_threadsafe, self.observer)
         else:
             self._engine.publish = self._publish_threadsafe
+            self._engine.observer = self.observer
         self._engine.start()
 
     async def wait_ready(self, timeout: float | None = None) -> None:

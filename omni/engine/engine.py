@@ -22,6 +22,7 @@ from omni.engine.messages import (
     Shutdown,
     Wakeup,
 )
+from omni.engine.observer import EngineObserver
 from omni.engine.profile import profile_forward
 from omni.engine.runner import Runner
 from omni.engine.stages import InlineStages, ThreadStages
@@ -61,9 +62,15 @@ class Engine:
     `publish` receives each step's events as one list.
     """
 
-    def __init__(self, config: EngineConfig, publish: Callable[[list[Event]], None]) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        publish: Callable[[list[Event]], None],
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.config = config
         self.publish = publish
+        self.observer = observer or EngineObserver()
         self.inbox: queue.SimpleQueue[Inbox] = queue.SimpleQueue()
         self.scheduler = Scheduler(config.scheduler_config)
         self.stats = EngineStats(
@@ -133,8 +140,11 @@ class Engine:
 
             return CfgParallelRunner(adapter, self.config, on_worker_death=self.mark_dead)
         if self.config.overlap_stages:
-            return Runner(adapter, ThreadStages(adapter, notify=lambda: self.submit(Wakeup())))
-        return Runner(adapter, InlineStages(adapter))
+            stages = ThreadStages(adapter, notify=lambda: self.submit(Wakeup()))
+        else:
+            stages = InlineStages(adapter)
+        stages.observer = self.observer
+        return Runner(adapter, stages)
 
     def mark_dead(self, error: str) -> None:
         """Callable from any thread: waiting clients see DEAD within one liveness poll."""
@@ -161,6 +171,7 @@ class Engine:
         rows = sum(r.num_rows for r in output.denoise)
         tokens = rows * max(r.tokens_per_row for r in output.denoise)
         self.stats.record_batch(len(output.denoise), rows, tokens)
+        self.observer.on_forward(time.monotonic() - start, len(output.denoise))
         caches = [r.cache for r in self.scheduler.running if r.cache is not None]
         self.stats.record_step_cache(sum(cache.nbytes for cache in caches))
         self.step_records.append(
@@ -193,6 +204,7 @@ class Engine:
             self.scheduler.add(*requests)  # the n images of one HTTP request start together
         except EngineOverloadedError as exc:
             self.stats.num_failed += len(requests)
+            self.observer.on_failed("failed", len(requests))
             self.publish([Failed(r.request_id, str(exc), exc.code) for r in requests])
 
     def _abort(self, request_id: str) -> None:
@@ -201,6 +213,7 @@ class Engine:
             self.runner.release([request_id])
             self._count_queues()
             self.stats.num_aborted += 1
+            self.observer.on_failed("aborted")
             self.publish([Failed(request_id, "the request was aborted", RequestAbortedError.code)])
 
     def _publish_step(self, output: SchedulerOutput, done: list[Request]) -> None:
@@ -213,6 +226,7 @@ class Engine:
         for request in done:
             if request.status == RequestStatus.FINISHED:
                 self.stats.num_finished += 1
+                self.observer.on_finished(request)
                 events.append(
                     Finished(
                         request.request_id,
@@ -227,6 +241,7 @@ class Engine:
                 )
             else:
                 self.stats.num_failed += 1
+                self.observer.on_failed("failed")
                 message = request.error or "failed"
                 events.append(Failed(request.request_id, message, "generation_failed"))
         if events:
@@ -250,4 +265,5 @@ class Engine:
         requests = self.scheduler.fail_all()
         self.stats.num_failed += len(requests)
         if requests:
+            self.observer.on_failed("failed", len(requests))
             self.publish([Failed(r.request_id, error, code) for r in requests])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 import torch
 
+from omni.engine.observer import EngineObserver
 from omni.models.base import FamilyAdapter
 from omni.request import Request
 
@@ -126,6 +127,7 @@ class InlineStages:
         self.records: collections.deque[StageRecord] = collections.deque(maxlen=NUM_STAGE_RECORDS)
         self._results = StageResults()
         self._lock: contextlib.AbstractContextManager = contextlib.nullcontext()
+        self.observer = EngineObserver()  # the engine hands over its own
 
     def encode(self, requests: list[Request]) -> None:
         """Prompt embeddings, initial latents, and each request's schedule and sampler state."""
@@ -153,6 +155,7 @@ class InlineStages:
         with torch.inference_mode():
             run_guarded(stage, requests, failed)
         end = time.monotonic()
+        self.observer.on_stage(kind, end - start, len(requests))
         with self._lock:
             self.records.append(StageRecord(kind, len(requests), start, end))
             self._results.failed.update(failed)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from omni.engine import AsyncEngine
-from omni.http import chat, edits, images, info, videos
+from omni.http import chat, edits, images, info, metrics, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
@@ -21,7 +21,7 @@ from omni.http.state import ENGINE, SERVER_CONFIG, STARTED_AT
 def build_app(config: ServerConfig) -> web.Application:
     """The app; its engine starts loading in the background when the app starts up."""
     drain = Drain()
-    middlewares = [error_middleware, drain.middleware]
+    middlewares = [metrics.middleware, error_middleware, drain.middleware]
     if config.api_key is not None:
         middlewares.append(api_key_middleware(config.api_key))
     # aiohttp refuses a body of exactly client_max_size bytes; max_body_bytes is allowed.
@@ -33,6 +33,7 @@ def build_app(config: ServerConfig) -> web.Application:
     app.cleanup_ctx.append(run_engine)
     app.on_response_prepare.append(add_request_id)
     add_routes(app)
+    metrics.install(app, app[ENGINE])
     return app
 
 

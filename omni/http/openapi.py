@@ -55,6 +55,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/health"): ("Liveness: 200 while the engine runs", (), Health),
     ("GET", "/v1/models"): ("The served model", (), ModelList),
     ("GET", "/v1/stats"): ("The engine's counters", (), "object"),
+    ("GET", "/metrics"): ("Prometheus metrics (text format)", (), "text/plain"),
     ("GET", "/openapi.json"): ("This document", (), "object"),
     ("POST", "/v1/images/generations"): ("Generate images", (JSON,), ImageGenerationResponse),
     ("POST", "/v1/chat/completions"): ("An image as a chat answer", (JSON,), "object"),
