@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from omni.video_job import (
 )
 
 DATABASE_FILE = "videos.sqlite3"
+# A completed job's previews, kept next to its MP4 as `{job_id}{suffix}`.
+PREVIEW_FILES = {"thumbnail": ".thumbnail.webp", "spritesheet": ".spritesheet.jpg"}
 SERVER_RESTARTED = "server_restarted"
 
 SCHEMA = """
@@ -268,8 +270,14 @@ class VideoStore:
                 ),
             )
 
-    def complete(self, job_id: str, mp4: bytes) -> bool:
-        """Write the MP4 durably, then mark the job completed; False if it was deleted meanwhile."""
+    def complete(
+        self, job_id: str, mp4: bytes, previews: Mapping[str, bytes] | None = None
+    ) -> bool:
+        """Write the MP4 and its previews (by variant name) durably, then mark the job
+        completed; False if it was deleted meanwhile. Previews go first: a completed job has
+        every file it was completed with."""
+        for variant, data in (previews or {}).items():
+            write_atomically(self.preview_path(job_id, variant), data)
         path = self.content_path(job_id)
         write_atomically(path, mp4)
         with self._lock:
@@ -284,7 +292,7 @@ class VideoStore:
                 ),
             ).rowcount
         if not updated:
-            path.unlink(missing_ok=True)
+            self._unlink_files(job_id)
         return bool(updated)
 
     def delete(self, job_id: str) -> bool:
@@ -293,7 +301,7 @@ class VideoStore:
             return False
         with self._lock:
             deleted = self._db.execute("DELETE FROM videos WHERE id = ?", (job_id,)).rowcount
-        self.content_path(job_id).unlink(missing_ok=True)
+        self._unlink_files(job_id)
         return bool(deleted)
 
     def delete_expired(self) -> int:
@@ -308,7 +316,7 @@ class VideoStore:
             ]
             self._db.execute(f"DELETE {query}", (*FINISHED, cutoff))
         for job_id in expired:
-            self.content_path(job_id).unlink(missing_ok=True)
+            self._unlink_files(job_id)
         return len(expired)
 
     # Files -----------------------------------------------------------------------------------
@@ -316,6 +324,18 @@ class VideoStore:
     def content_path(self, job_id: str) -> Path:
         self._check_id(job_id)
         return self.directory / f"{job_id}.mp4"
+
+    def preview_path(self, job_id: str, variant: str) -> Path:
+        """Where a preview (thumbnail, spritesheet) of a completed job lives, next to its MP4."""
+        self._check_id(job_id)
+        if variant not in PREVIEW_FILES:
+            raise ValueError(f"unknown preview {variant!r}: one of {', '.join(PREVIEW_FILES)}")
+        return self.directory / f"{job_id}{PREVIEW_FILES[variant]}"
+
+    def _unlink_files(self, job_id: str) -> None:
+        self.content_path(job_id).unlink(missing_ok=True)
+        for variant in PREVIEW_FILES:
+            self.preview_path(job_id, variant).unlink(missing_ok=True)
 
     # Internals -------------------------------------------------------------------------------
 
@@ -407,7 +427,7 @@ class VideoStore:
                     "SELECT id FROM videos WHERE status = ?", (JobStatus.COMPLETED.value,)
                 )
             }
-        for path in self.directory.glob("*video_*.mp4*"):
-            stem = path.name.removesuffix(".mp4")
+        for path in self.directory.glob("*video_*"):
+            stem = path.name.split(".", 1)[0]
             if TEMP_MARKER in path.name or (is_job_id(stem) and stem not in completed):
                 path.unlink(missing_ok=True)

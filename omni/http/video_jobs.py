@@ -29,6 +29,7 @@ from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
 from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
 from omni.media import encode_mp4
+from omni.previews import encode_previews
 from omni.request import GenerationParams
 from omni.storage import JobInput, JobStatus, KeyedJob, VideoJob, VideoStore, new_job_id
 
@@ -158,7 +159,8 @@ class VideoJobs:
                     else:
                         finished = event
             mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
-            await asyncio.to_thread(self.store.complete, job_id, mp4)
+            previews = await asyncio.to_thread(encode_previews, finished.output)
+            await asyncio.to_thread(self.store.complete, job_id, mp4, previews)
         except asyncio.CancelledError:
             raise  # deleted, or the server is stopping: the store's restart policy takes over
         except EngineOverloadedError:  # a sync or image request took the free slot first

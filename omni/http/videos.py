@@ -24,6 +24,7 @@ from omni.http.video_form import read_video_form
 from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
+from omni.previews import SPRITESHEET_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
 from omni.storage import JobStatus, VideoJob, VideoStore
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,12 @@ logger = logging.getLogger(__name__)
 MIN_POLL_AFTER_MS = 200
 MAX_POLL_AFTER_MS = 5000
 MAX_SWEEP_INTERVAL_S = 300.0
+# What GET /v1/videos/{id}/content?variant= serves, with its Content-Type (OpenAI's names).
+CONTENT_VARIANTS = {
+    "video": MP4_CONTENT_TYPE,
+    "thumbnail": THUMBNAIL_CONTENT_TYPE,
+    "spritesheet": SPRITESHEET_CONTENT_TYPE,
+}
 LIMIT_DIGITS = re.compile(r"[0-9]+")  # str.isdigit takes "²", which int() refuses
 
 
@@ -143,8 +150,11 @@ async def list_videos(request: web.Request) -> web.Response:
 async def get_video_content(request: web.Request) -> web.StreamResponse:
     job = await find_job(request)
     variant = request.query.get("variant", "video")
-    if variant != "video":
-        raise ApiError(400, f"variant {variant!r} is not available: only 'video'", param="variant")
+    if variant not in CONTENT_VARIANTS:
+        allowed = ", ".join(CONTENT_VARIANTS)
+        raise ApiError(
+            400, f"variant must be one of: {allowed}; got {variant[:40]!r}", param="variant"
+        )
     if job.status == JobStatus.FAILED:
         raise ApiError(
             404,
@@ -158,10 +168,27 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
             code="video_not_ready",
             headers={"Retry-After": "1"},
         )
-    path = request.app[VIDEO_JOBS].store.content_path(job.id)
-    # Deleted since the lookup, or removed behind the store's back.
-    missing = ApiError(404, f"video {job.id} has no content any more", code="video_not_found")
-    return await send_file(request, path, MP4_CONTENT_TYPE, f'"{job.id}"', missing)
+    return await send_variant(request, job, variant)
+
+
+async def send_variant(request: web.Request, job: VideoJob, variant: str) -> web.StreamResponse:
+    """The MP4 or a preview; each file's ETag is the job id and variant, as none ever changes."""
+    store = request.app[VIDEO_JOBS].store
+    if variant == "video":
+        # Deleted since the lookup, or removed behind the store's back.
+        missing = ApiError(404, f"video {job.id} has no content any more", code="video_not_found")
+        return await send_file(
+            request, store.content_path(job.id), MP4_CONTENT_TYPE, f'"{job.id}"', missing
+        )
+    missing = ApiError(
+        404,
+        f"video {job.id} has no {variant} (deleted, or completed by a server that made none)",
+        code="video_not_found",
+    )
+    path = store.preview_path(job.id, variant)
+    return await send_file(
+        request, path, CONTENT_VARIANTS[variant], f'"{job.id}-{variant}"', missing
+    )
 
 
 async def delete_video(request: web.Request) -> web.Response:

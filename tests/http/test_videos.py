@@ -380,14 +380,6 @@ def test_unknown_ids_are_404_everywhere(video_url: str, video_id: str) -> None:
         assert_error(response, 404)
 
 
-def test_only_the_video_variant_can_be_downloaded(video_url: str) -> None:
-    job = quick_job(video_url)
-    wait_for_job(video_url, job["id"])
-    url = f"{video_url}/v1/videos/{job['id']}/content"
-    response = requests.get(url, params={"variant": "thumbnail"}, timeout=10)
-    assert_error(response, 400, "only 'video'")
-
-
 def test_an_image_model_refuses_video_jobs(url: str) -> None:
     """`url` is the shared tiny FLUX server of tests/http/conftest.py."""
     response = create(url, prompt="a video from an image model")
