@@ -63,7 +63,7 @@ async def read_json(request: web.Request, schema: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=schema)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, schema) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise invalid_json(exc) from None
 

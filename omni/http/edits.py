@@ -126,7 +126,7 @@ def split_form(fields: list[FormField]) -> tuple[ImageEditForm, list[bytes], byt
     try:
         form = msgspec.convert(text, ImageEditForm, strict=False)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, ImageEditForm) from None
     return form, images, mask
 
 

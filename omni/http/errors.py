@@ -99,14 +99,18 @@ class ApiError(Exception):
         return response
 
 
+INVALID_ENUM = re.compile(r"Invalid enum value (?P<value>.*?)(?P<at> - at `\$\.(?P<field>\w+)`)$")
+
+
 def as_utf8(text: str) -> str:
     """`text` with the bytes aiohttp could not decode (kept as lone surrogates) escaped."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def validation_error(exc: msgspec.ValidationError) -> ApiError:
-    """422 from msgspec's message, e.g. "Expected `int` <= 10 - at `$.n`"."""
-    text = str(exc)
+def validation_error(exc: msgspec.ValidationError, schema: Any = None) -> ApiError:
+    """422 from msgspec's message, e.g. "Expected `int` <= 10 - at `$.n`"; an enum miss on a
+    top-level field of `schema` names the allowed values, which msgspec's message does not."""
+    text = enum_message(str(exc), schema)
     loc: list[str | int] = ["body"]
     at = AT_PATH.search(text)
     if at:
@@ -130,6 +134,27 @@ def validation_error(exc: msgspec.ValidationError) -> ApiError:
     return ApiError(
         422, f"{where}: {issue.msg}", code="validation_error", param=param, issues=[issue]
     )
+
+
+def enum_message(text: str, schema: Any) -> str:
+    """ "Invalid enum value 'url' - at `$.f`" as "f must be one of: a, b; got 'url' - at ..."."""
+    enum = INVALID_ENUM.match(text)
+    if enum is None or schema is None:
+        return text
+    try:
+        field = msgspec.inspect.type_info(schema).fields  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return text
+    allowed = next((literal_values(f.type) for f in field if f.encode_name == enum["field"]), [])
+    if not allowed:
+        return text
+    return f"{enum['field']} must be one of: {', '.join(allowed)}; got {enum['value']}{enum['at']}"
+
+
+def literal_values(info: Any) -> list[str]:
+    """The values a Literal (possibly Optional) field takes, as text."""
+    types = getattr(info, "types", (info,))
+    return [str(v) for t in types for v in getattr(t, "values", ())]
 
 
 def invalid_json(exc: msgspec.DecodeError | RecursionError) -> ApiError:

@@ -306,7 +306,7 @@ def convert(raw: dict[str, Any]) -> VideoRequest:
     try:
         return msgspec.convert(raw, VideoRequest, strict=False)
     except msgspec.ValidationError as exc:
-        error = validation_error(exc)
+        error = validation_error(exc, VideoRequest)
         expected = expected_type(error.param)
         is_type_error = bool(error.issues) and error.issues[0].type == "type_error"
         if expected is None or error.param not in raw or not is_type_error:
