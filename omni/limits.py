@@ -56,6 +56,7 @@ Fps = Annotated[int, msgspec.Meta(ge=1, le=MAX_FPS)]
 Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_SECONDS)]
 FlowShift = Annotated[float, msgspec.Meta(ge=MIN_FLOW_SHIFT, le=MAX_FLOW_SHIFT)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Strength = Ratio  # an edit's: how far down the noise schedule it starts
 NumImages = Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES)]
 PartialImages = Annotated[int, msgspec.Meta(ge=0, le=MAX_PARTIAL_IMAGES)]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]

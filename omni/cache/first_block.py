@@ -14,6 +14,7 @@ are wrapped only for the duration of one call.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -50,6 +51,12 @@ def transformer_blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
         if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList):
             blocks.extend(child)
     return blocks
+
+
+@functools.cache
+def parameter_names(module_class: type) -> tuple[str, ...]:
+    """A module class's forward parameters, without self: read once per class, not per call."""
+    return tuple(inspect.signature(module_class.forward).parameters)[1:]
 
 
 def is_registered_block(block: torch.nn.Module) -> bool:
@@ -150,7 +157,7 @@ class RowFirstBlockCache:
 
     def _tail(self, block: torch.nn.Module, meta: TransformerBlockMetadata, last: bool) -> Callable:
         original = block.forward
-        names = list(inspect.signature(type(block).forward).parameters)[1:]  # without self
+        names = parameter_names(type(block))
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             if not self._misses:
@@ -209,7 +216,7 @@ def _hidden_argument(
 ) -> torch.Tensor:
     """The block's hidden-states input: by the registry's name, else its first argument (some
     blocks, Z-Image's, call it `x`)."""
-    names = list(inspect.signature(type(block).forward).parameters)[1:]
+    names = parameter_names(type(block))
     name = meta.hidden_states_argument_name
     if name not in names:
         return kwargs[names[0]] if names[0] in kwargs else args[0]

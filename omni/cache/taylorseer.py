@@ -18,7 +18,6 @@ a bfloat16 cast would only lose what the model computed.
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import weakref
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS, TaylorSeerCacheConfig
 
-from omni.cache.first_block import _forward_replaced
+from omni.cache.first_block import _forward_replaced, parameter_names
 
 CONFIG = TaylorSeerCacheConfig()  # cache_interval 5, disable_cache_before_step 3, max_order 1
 
@@ -154,7 +153,7 @@ class RowTaylorSeer:
 
     def _wrapped(self, name: str, module: torch.nn.Module) -> Callable:
         original = module.forward
-        names = list(inspect.signature(type(module).forward).parameters)[1:]  # without self
+        names = parameter_names(type(module))
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             present = self.present()

@@ -22,7 +22,8 @@ from aiohttp import web
 from PIL import Image
 
 from omni.http.body import read_json
-from omni.http.edits import Strength, check_can_edit
+from omni.http.edits import check_can_edit, default_size
+from omni.http.encoding import CONTENT_TYPES
 from omni.http.errors import ApiError
 from omni.http.images import (
     check_model,
@@ -34,11 +35,9 @@ from omni.http.images import (
 )
 from omni.http.schemas import CacheSpec, ImageGenerationRequest, json_response
 from omni.http.state import ENGINE
-from omni.limits import Guidance, NumImages, Priority, Seed, Steps
+from omni.limits import Guidance, NumImages, Priority, Seed, Steps, Strength
 from omni.media import read_image
 from omni.request import GenerationParams
-
-IMAGE_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 class ImageURL(msgspec.Struct):
@@ -108,7 +107,7 @@ async def create_chat_completion(request: web.Request) -> web.Response:
     finished = await engine.generate_many(seeded(params, body.n or 1))
     output_format = body.output_format or "png"
     encoded = await asyncio.to_thread(encode_outputs, [f.output for f in finished], output_format)
-    media_type = IMAGE_MEDIA_TYPES[output_format]
+    media_type = CONTENT_TYPES[output_format]
     parts = [
         {"type": "image_url", "image_url": {"url": data_url(image, media_type)}}
         for image in encoded
@@ -178,8 +177,7 @@ def as_edit(
     """An edit of `image`; without a size, the image's own, rounded down as /v1/images/edits."""
     width, height = params.width, params.height
     if width is None or height is None:
-        width = max(size_multiple, image.width // size_multiple * size_multiple)
-        height = max(size_multiple, image.height // size_multiple * size_multiple)
+        width, height = default_size(image, size_multiple)
     return replace(params, image=image, width=width, height=height, strength=strength)
 
 

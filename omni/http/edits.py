@@ -8,10 +8,8 @@ pixels mark what to repaint. The edit is a text-to-image request that starts dow
 from __future__ import annotations
 
 import asyncio
-import base64
-import time
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -20,24 +18,16 @@ from PIL import Image
 
 from omni.http.body import FORM_TYPES, FormField, read_form, unsupported_media_type
 from omni.http.errors import ApiError, validation_error
-from omni.http.images import (
-    check_model,
-    check_seeds,
-    encode_outputs,
-    parse_size,
-    seeded,
-    timing_headers,
-)
-from omni.http.schemas import ImageData, ImageGenerationResponse, OutputFormat, json_response
+from omni.http.images import check_model, check_seeds, images_response, parse_size, seeded
+from omni.http.schemas import OutputFormat
 from omni.http.state import ENGINE
-from omni.limits import Guidance, NumImages, Percent, Priority, Seed, Steps
+from omni.limits import Guidance, NumImages, Percent, Priority, Seed, Steps, Strength
 from omni.media import read_image
 from omni.models.base import ModelInfo
 from omni.request import GenerationParams
 
 MAX_EDIT_IMAGES = 16  # OpenAI's limit on `image`
 IMAGE_FIELDS = ("image", "image[]")
-Strength = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
 
 class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,16 +69,7 @@ async def create_image_edits(request: web.Request) -> web.Response:
     params = edit_params(form, image, mask_image, engine.info)
     engine.resolve(params)  # refuse what the model cannot serve before any work
     finished = await engine.generate_many(seeded(params, form.n or 1))
-    output_format = form.output_format or "png"
-    encoded = await asyncio.to_thread(encode_outputs, [f.output for f in finished], output_format)
-    resolved = finished[0].params
-    response = ImageGenerationResponse(
-        created=int(time.time()),
-        data=[ImageData(base64.b64encode(png).decode("ascii")) for png in encoded],
-        size=f"{resolved.width}x{resolved.height}",
-        output_format=output_format,
-    )
-    return json_response(response, headers=timing_headers(finished))
+    return await images_response(finished, form.output_format or "png")
 
 
 def split_form(fields: list[FormField]) -> tuple[ImageEditForm, list[bytes], bytes | None]:
@@ -163,6 +144,14 @@ def read_uploads(images: list[bytes], mask: bytes | None) -> tuple[Image.Image, 
     return image, Image.fromarray((255 - alpha).astype(np.uint8), mode="L")
 
 
+def default_size(image: Image.Image, size_multiple: int) -> tuple[int, int]:
+    """An edit's size when the client sends none: the image's, rounded down to the model's
+    size multiple."""
+    width = max(size_multiple, image.width // size_multiple * size_multiple)
+    height = max(size_multiple, image.height // size_multiple * size_multiple)
+    return width, height
+
+
 def edit_params(
     form: ImageEditForm, image: Image.Image, mask: Image.Image | None, info: ModelInfo
 ) -> GenerationParams:
@@ -170,9 +159,7 @@ def edit_params(
     size multiple."""
     width, height = parse_size(form.size)
     if width is None or height is None:
-        step = info.size_multiple
-        width = max(step, image.width // step * step)
-        height = max(step, image.height // step * step)
+        width, height = default_size(image, info.size_multiple)
     params = GenerationParams(
         prompt=form.prompt,
         negative_prompt=form.negative_prompt,

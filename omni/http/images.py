@@ -44,7 +44,11 @@ async def create_images(request: web.Request) -> web.Response:
     params = generation_params(body, is_video=engine.info.kind == "video")
     engine.resolve(params)  # refuse a size or field the model cannot serve before any work
     finished = await engine.generate_many(seeded(params, body.n or 1))
-    output_format = body.output_format or "png"
+    return await images_response(finished, body.output_format or "png")
+
+
+async def images_response(finished: Sequence[Finished], output_format: str) -> web.Response:
+    """The Images API's answer for finished requests (generations and edits alike)."""
     encoded = await asyncio.to_thread(encode_outputs, [f.output for f in finished], output_format)
     resolved = finished[0].params
     response = ImageGenerationResponse(
