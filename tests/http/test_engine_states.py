@@ -110,7 +110,9 @@ def test_a_model_that_fails_to_load_leaves_a_server_that_says_why(tmp_path: Path
 def test_a_full_engine_answers_503_with_retry_after(tiny_flux_dir: Path) -> None:
     limits = {"max_num_running": 1, "max_num_waiting": 1}
     with server_thread(config(tiny_flux_dir, engine=limits)) as server:
-        long_request = json.dumps({"prompt": "a slow cat", "num_inference_steps": 1000}).encode()
+        # 1000 steps at 256x256: far longer than the test (64x64 steps take ~2.5 ms, too quick).
+        slow = {"prompt": "a slow cat", "num_inference_steps": 1000, "size": "256x256"}
+        long_request = json.dumps(slow).encode()
         held = [open_request(server.url, IMAGES, long_request)]
         try:
             wait_until(lambda: stats(server.url)["num_running"] == 1, 30, "a running request")
