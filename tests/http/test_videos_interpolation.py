@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from omni.config import EngineConfig
+from omni.engine import AsyncEngine
+from omni.errors import InvalidRequestError
 from omni.http.config import ServerConfig
 from omni.http.state import INTERPOLATOR
+from omni.http.video_jobs import decode_input, encode_input
+from omni.request import FrameInterpolation, GenerationParams
 from tests.http.servers import ServerThread, server_thread, video_config
 from tests.http.test_videos import assert_error, assert_mp4, wait_for_job
 from tests.interpolation.checkpoints import released_state, write_checkpoint
@@ -172,3 +178,21 @@ def test_without_an_allow_list_only_the_builtin_model_is_taken(video_url: str) -
         timeout=120,
     )
     assert made.status_code == 200, made.text
+
+
+def test_interpolated_frames_count_against_max_output_pixels() -> None:
+    engine = AsyncEngine(EngineConfig(max_output_pixels=SIDE * SIDE * FRAMES))
+    made = GenerationParams(prompt="p", width=SIDE, height=SIDE, num_frames=FRAMES, fps=FPS)
+    engine._check_output_pixels(made)  # the frames the model makes fit
+
+    doubled = replace(made, frame_interpolation=FrameInterpolation(model="m", exp=1))
+    with pytest.raises(InvalidRequestError) as caught:
+        engine._check_output_pixels(doubled)
+    assert caught.value.param == "frame_interpolation_exp"
+
+
+def test_a_queued_job_keeps_its_interpolation_across_a_restart() -> None:
+    spec = FrameInterpolation(model="/models/rife", exp=3, scale=0.5)
+    params = GenerationParams(prompt="p", num_frames=FRAMES, fps=FPS, frame_interpolation=spec)
+
+    assert decode_input(encode_input(params)) == params

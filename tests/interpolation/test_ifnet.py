@@ -98,3 +98,10 @@ def test_every_allowed_scale_keeps_the_frame_size(net: IFNet, scale: float) -> N
 
     assert middle.shape == left.shape
     assert torch.isfinite(middle).all()
+
+
+def test_the_tiny_model_is_the_same_every_build(net: IFNet) -> None:
+    again = build_tiny_rife()
+
+    for name, value in again.state_dict().items():
+        assert torch.equal(value, net.state_dict()[name]), name
