@@ -100,14 +100,20 @@ class AsyncEngine:
 
     def _check_output_pixels(self, params: GenerationParams) -> None:
         limit = self.config.max_output_pixels
-        frames = params.num_frames or 1
+        frames = params.output_num_frames  # interpolated frames count too
         pixels = params.width * params.height * frames
         if limit is not None and pixels > limit:
             made = f"{params.width}x{params.height}" + (f" x {frames} frames" if frames > 1 else "")
+            param = "size" if params.width * params.height > limit else "num_frames"
+            if (
+                param == "num_frames"
+                and params.width * params.height * (params.num_frames or 1) <= limit
+            ):
+                param = "frame_interpolation_exp"
             raise InvalidRequestError(
                 f"{made} is {pixels:,} pixels, over this server's limit of {limit:,} per image "
                 "or video (--max-output-pixels)",
-                param="size" if params.width * params.height > limit else "num_frames",
+                param=param,
             )
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:

@@ -42,6 +42,8 @@ class ModelInfo:
     default_fps: int | None = None
     default_num_frames: int | None = None
     takes_image: bool = False  # an image-to-video model: requests carry a reference image
+    # The RIFE model of requests that name none (omni.json's `frame_interpolation_model`).
+    default_frame_interpolation_model: str | None = None
     can_edit: bool = False  # takes /v1/images/edits: image, mask and strength
 
 
@@ -56,6 +58,7 @@ class ServingDefaults:
     guidance_scale_2: float | None = None
     num_frames: int | None = None
     fps: int | None = None
+    frame_interpolation_model: str | None = None
 
     @classmethod
     def read(cls, model_dir: Path, **base: Any) -> ServingDefaults:
