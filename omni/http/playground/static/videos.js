@@ -22,7 +22,6 @@ export function setupVideos(model) {
   placeholder("video-fps", defaults.fps);
   placeholder("video-steps", defaults.num_inference_steps);
   placeholder("video-guidance", defaults.guidance_scale);
-  placeholder("video-seconds", "or seconds");
   const reference = byId("video-reference");
   reference.required = Boolean(model.takes_image);
   if (model.takes_image) {
