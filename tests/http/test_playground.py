@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
+import omni.engine.engine
 from omni.config import EngineConfig
 from omni.http import ServerConfig
 from tests.http.servers import REPO_ROOT, ServerThread, server_thread
@@ -107,6 +109,10 @@ def test_the_page_asks_for_the_key_then_makes_images(
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#model-info")).to_contain_text(image_server.server.engine.config.name)
     assert page.evaluate("sessionStorage.getItem('omni-api-key')") == API_KEY
+    assert page.evaluate("localStorage.length") == 0
+    page.reload()  # the tab keeps the key for its session
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#key-form")).to_be_hidden()
     assert page.get_by_role("tab", name="Video").is_hidden()  # an image model
 
     info = image_server.server.engine.info
@@ -192,6 +198,31 @@ def test_the_page_makes_a_video_and_plays_it(
         expect(page.locator("#video-jobs li")).to_have_count(0)
         assert requests.get(f"{server.url}/v1/videos", timeout=10).json()["data"] == []
         expect(player).to_be_hidden()
+        page.close()
+
+
+def test_the_page_waits_for_the_model_to_load(
+    browser: Any, tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_load_model = omni.engine.engine.load_model
+
+    def load_when_released(*args: Any) -> Any:
+        release.wait(60)
+        return real_load_model(*args)
+
+    monkeypatch.setattr(omni.engine.engine, "load_model", load_when_released)
+    with server_thread(config(tiny_flux_dir, "omni-tiny"), wait_healthy=False) as server:
+        page = browser.new_page(viewport=DESKTOP)
+        try:
+            page.goto(f"{server.url}/")
+            loading = requests.get(f"{server.url}/health", timeout=10)
+            expect(page.locator("#model-info")).to_contain_text(server_message(loading, 503))
+            expect(page.locator("#app")).to_be_hidden()
+        finally:
+            release.set()
+        expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#model-info")).to_contain_text("image")
         page.close()
 
 
