@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +35,8 @@ DESKTOP = {"width": 1000, "height": 900}
 NARROW = {"width": 400, "height": 900}
 
 
-def config(model: Path, name: str, **server: Any) -> ServerConfig:
+def config(model: Path, name: str, storage: Path, **server: Any) -> ServerConfig:
     engine = EngineConfig(model=str(model), served_model_name=name, profile_seconds=0)
-    storage = Path(tempfile.mkdtemp(prefix="omni-test-storage-"))
     return ServerConfig(engine=engine, port=0, storage_path=storage, **server)
 
 
@@ -60,8 +58,11 @@ def screenshots(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_server(tiny_flux_dir: Path) -> Iterator[ServerThread]:
-    with server_thread(config(tiny_flux_dir, "omni-tiny", api_key=API_KEY)) as server:
+def image_server(
+    tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    storage = tmp_path_factory.mktemp("storage")
+    with server_thread(config(tiny_flux_dir, "omni-tiny", storage, api_key=API_KEY)) as server:
         yield server
 
 
@@ -153,9 +154,9 @@ def test_the_page_asks_for_the_key_then_makes_images(
 
 
 def test_the_page_makes_a_video_and_plays_it(
-    browser: Any, tiny_wan_dir: Path, screenshots: Path
+    browser: Any, tiny_wan_dir: Path, screenshots: Path, tmp_path: Path
 ) -> None:
-    with server_thread(config(tiny_wan_dir, "omni-tiny-video")) as server:
+    with server_thread(config(tiny_wan_dir, "omni-tiny-video", tmp_path)) as server:
         info = server.server.engine.info
         side = 2 * info.size_multiple
         page = browser.new_page(viewport=DESKTOP)
@@ -202,7 +203,7 @@ def test_the_page_makes_a_video_and_plays_it(
 
 
 def test_the_page_waits_for_the_model_to_load(
-    browser: Any, tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch
+    browser: Any, tiny_flux_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     release = threading.Event()
     real_load_model = omni.engine.engine.load_model
@@ -212,7 +213,7 @@ def test_the_page_waits_for_the_model_to_load(
         return real_load_model(*args)
 
     monkeypatch.setattr(omni.engine.engine, "load_model", load_when_released)
-    with server_thread(config(tiny_flux_dir, "omni-tiny"), wait_healthy=False) as server:
+    with server_thread(config(tiny_flux_dir, "omni-tiny", tmp_path), wait_healthy=False) as server:
         page = browser.new_page(viewport=DESKTOP)
         try:
             page.goto(f"{server.url}/")
@@ -226,9 +227,9 @@ def test_the_page_waits_for_the_model_to_load(
         page.close()
 
 
-def test_no_playground_takes_the_page_away(tiny_flux_dir: Path) -> None:
+def test_no_playground_takes_the_page_away(tiny_flux_dir: Path, tmp_path: Path) -> None:
     with server_thread(
-        config(tiny_flux_dir, "omni-tiny", playground=False), wait_healthy=False
+        config(tiny_flux_dir, "omni-tiny", tmp_path, playground=False), wait_healthy=False
     ) as server:
         page = requests.get(f"{server.url}/", timeout=10)
         script = requests.get(f"{server.url}/playground/static/main.js", timeout=10)
