@@ -34,8 +34,9 @@ function generate() {
   const firstSeed = seedText === "" ? randomSeed() : Number(seedText);
   const grid = byId("image-grid");
   const cards = [];
+  const [width, height] = (body.size || byId("image-size").placeholder).split(/[xX]/);
   for (let i = 0; i < count; i++) {
-    const card = new ImageCard(firstSeed + i);
+    const card = new ImageCard(firstSeed + i, `${Number(width) || 1} / ${Number(height) || 1}`);
     cards.push(card);
   }
   grid.prepend(...cards.map((card) => card.element));
@@ -95,7 +96,7 @@ async function readImageEvents(response, card, started) {
 }
 
 class ImageCard {
-  constructor(seed) {
+  constructor(seed, aspectRatio) {
     this.seed = seed;
     this.url = null;
     this.element = document.createElement("figure");
@@ -104,6 +105,9 @@ class ImageCard {
     this.image = document.createElement("img");
     this.image.alt = `Image with seed ${seed}`;
     this.image.hidden = true;
+    this.blank = document.createElement("div"); // holds the image's place until it comes
+    this.blank.className = "blank";
+    this.blank.style.aspectRatio = aspectRatio;
     this.progress = document.createElement("progress");
     this.progress.max = PARTIAL_IMAGES + 1;
     this.progress.value = 0;
@@ -112,7 +116,7 @@ class ImageCard {
     this.status = document.createElement("span");
     this.status.textContent = `seed ${seed}: generating`;
     this.caption.append(this.status);
-    this.element.append(this.image, this.progress, this.caption);
+    this.element.append(this.blank, this.image, this.progress, this.caption);
   }
 
   waitWithoutSteps() {
@@ -152,6 +156,7 @@ class ImageCard {
   }
 
   fail(message) {
+    this.blank.remove();
     this.progress.remove();
     this.element.dataset.state = "failed";
     this.status.textContent = `seed ${this.seed}: failed: ${message}`;
@@ -163,5 +168,6 @@ class ImageCard {
     this.url = blobUrl(base64, `image/${format || "png"}`);
     this.image.src = this.url;
     this.image.hidden = false;
+    this.blank.remove();
   }
 }
