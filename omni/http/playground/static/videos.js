@@ -43,6 +43,8 @@ async function create() {
   for (const input of byId("video-form").querySelectorAll("[name]")) {
     if (input.type === "file") {
       if (input.files.length > 0) form.append(input.name, input.files[0]);
+    } else if (input.type === "checkbox") {
+      if (input.checked) form.append(input.name, "true");
     } else if (input.value.trim() !== "") {
       form.append(input.name, input.value.trim());
     }
