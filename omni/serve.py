@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
     server.add_argument(
+        "--no-playground",
+        dest="playground",
+        action="store_false",
+        help="do not serve the playground page at / and /playground",
+    )
+    server.add_argument(
         "--keepalive-timeout",
         type=float,
         default=DEFAULT_KEEPALIVE_TIMEOUT_S,
@@ -248,6 +254,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
                 args.frame_interpolation_dir.expanduser() if args.frame_interpolation_dir else None
             ),
             access_log=args.access_log,
+            playground=args.playground,
             keepalive_timeout=args.keepalive_timeout,
             request_timeout=args.request_timeout,
             send_timeout=args.send_timeout,

@@ -21,7 +21,7 @@ from omni.errors import (
     RequestAbortedError,
     RequestFailedError,
 )
-from omni.models import ModelInfo
+from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams, Request
 
 ERRORS_BY_CODE: dict[str, type[OmniError]] = {
@@ -83,6 +83,12 @@ class AsyncEngine:
     def info(self) -> ModelInfo:
         self._check_ready()
         return self._engine.adapter.info
+
+    @property
+    def defaults(self) -> ServingDefaults:
+        """The values the model uses for the fields a request leaves out."""
+        self._check_ready()
+        return self._engine.adapter.defaults
 
     def stats(self) -> EngineStats:
         return self._engine.stats.copy()

@@ -30,6 +30,7 @@ class ServerConfig:
     # The allow-list root of RIFE models a video request may name; None: only the built-in one.
     frame_interpolation_dir: Path | None = None
     access_log: bool = False
+    playground: bool = True  # the page at GET / that makes images and videos in a browser
     # A connection closes when no whole request head arrives this long after it opened or
     # after its last answer: idle keep-alive and slowloris heads alike.
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT_S

@@ -87,6 +87,7 @@ class FamilyAdapter(ABC):
     """
 
     kind: ClassVar[Literal["image", "video"]]
+    defaults: ServingDefaults  # set by each family when it loads
     supported_fields: ClassVar[frozenset[str]]
     # The transformer blocks' arguments that carry one entry per row: what First-Block Cache
     # slices when only some rows run the remaining blocks (the rest are shared by all rows).
