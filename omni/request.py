@@ -61,6 +61,7 @@ class GenerationParams:
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
     cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
     cache_threshold: float | None = None  # fbcache's (None: its default); taylorseer takes none
+    partial_images: int | None = None  # previews decoded while it denoises (None: none)
     # Applied to the decoded frames after the engine is done with the request, not by it.
     frame_interpolation: FrameInterpolation | None = None
 

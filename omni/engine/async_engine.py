@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
-from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress
+from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Preview, Progress
 from omni.engine.observer import EngineObserver
 from omni.engine.stats import EngineStats
 from omni.errors import (
@@ -142,8 +142,9 @@ class AsyncEngine:
 
     async def stream(
         self, params: GenerationParams, request_id: str | None = None
-    ) -> AsyncIterator[Progress | Finished]:
-        """Progress events, then one Finished; raises on failure. Closing early aborts."""
+    ) -> AsyncIterator[Progress | Preview | Finished]:
+        """Progress and Preview (partial image) events, then one Finished; raises on failure.
+        Closing early aborts."""
         (request,) = self._make_requests([params], [request_id])
         self._submit([request])
         async with aclosing(self._follow(request.request_id)) as events:
@@ -157,7 +158,7 @@ class AsyncEngine:
                     return event
         raise RequestFailedError("the request ended without a result")
 
-    async def _follow(self, request_id: str) -> AsyncIterator[Progress | Finished]:
+    async def _follow(self, request_id: str) -> AsyncIterator[Progress | Preview | Finished]:
         events = self._streams[request_id]
         finished = False
         try:

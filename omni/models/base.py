@@ -25,8 +25,9 @@ from omni.request import GenerationParams, Request
 from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
 SERVING_DEFAULTS_FILE = "omni.json"
-# Fields every family takes: the scheduler's, and the sampler, which the engine applies.
-COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold"})
+# Fields every family takes: the scheduler's, and those the engine applies (the sampler, the
+# step cache, previews).
+COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold", "partial_images"})
 
 
 @dataclass(frozen=True, slots=True)
