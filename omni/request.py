@@ -8,6 +8,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from omni.lora.spec import LoraSpec
+
 
 class RequestStatus(enum.IntEnum):
     WAITING = 0
@@ -48,6 +50,7 @@ class GenerationParams:
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
     cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
     cache_threshold: float | None = None  # fbcache's (None: its default); taylorseer takes none
+    lora: tuple[LoraSpec, ...] | None = None  # adapters to apply, stacked (omni.lora)
 
 
 @dataclass(eq=False)
@@ -75,6 +78,7 @@ class Request:
     sampler_state: Any = None  # that sampler's history for this request (step sizes, past x0)
     cache: Any = None  # its omni.cache.RequestCache while it denoises with a step cache
     blend: Any = None  # a callable(request) -> latents run after each update (inpainting)
+    lora: Any = None  # its loaded adapters (omni.lora.RowStack), pinned while it lives
     output: Any = None
 
     arrival_time: float = field(default_factory=time.monotonic)

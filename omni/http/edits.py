@@ -22,6 +22,7 @@ from omni.http.images import check_model, check_seeds, images_response, parse_si
 from omni.http.schemas import OutputFormat
 from omni.http.state import ENGINE
 from omni.limits import Guidance, NumImages, Percent, Priority, Seed, Steps, Strength
+from omni.lora.spec import lora_specs
 from omni.media import read_image
 from omni.models.base import ModelInfo
 from omni.request import GenerationParams
@@ -53,6 +54,7 @@ class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: Seed | None = None
     priority: Priority | None = None
     sampler: str | None = None
+    lora: str | None = None  # JSON text: {"name", "local_path", "scale"} or a list of them
 
 
 async def create_image_edits(request: web.Request) -> web.Response:
@@ -172,5 +174,6 @@ def edit_params(
         priority=form.priority,
         sampler=form.sampler,
         strength=form.strength,
+        lora=lora_specs(form.lora),
     )
     return replace(params, image=image, mask=mask)

@@ -33,6 +33,7 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
     can_edit = True
     # FluxAttention's per-row inputs; its rotary table is one for all rows of a same-size group.
     taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
+    supports_lora = True
 
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)

@@ -71,9 +71,11 @@ def generate_all(model_dir: Path | str, params_list: list[GenerationParams], **c
     return run(scenario(), timeout=300)
 
 
-def diffusers_image(model_dir: Path | str, params: GenerationParams) -> Any:
-    """The same request through diffusers' own FluxPipeline.__call__, for comparison."""
-    pipe = FluxPipeline.from_pretrained(model_dir)
+def diffusers_image(
+    model_dir: Path | str, params: GenerationParams, pipe: FluxPipeline | None = None
+) -> Any:
+    """The same request through diffusers' own FluxPipeline.__call__ (or `pipe`'s), to compare."""
+    pipe = pipe or FluxPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     cfg = {}
     if params.negative_prompt is not None:
