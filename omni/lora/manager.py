@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from omni.errors import EngineOverloadedError, InvalidRequestError
-from omni.lora.rows import LoraHook, RowStack
+from omni.lora.rows import RowStack, install_hooks
 from omni.lora.sources import LoraSources, file_identity
 from omni.lora.spec import LoraSpec
 from omni.lora.weights import LoraWeights, read_lora
@@ -66,11 +66,7 @@ class LoraManager:
         self._loaded: collections.OrderedDict[Any, LoraWeights] = collections.OrderedDict()
         self._pins: collections.Counter[Any] = collections.Counter()
         self._lock = threading.Lock()
-        self._hooks = [
-            module.register_forward_hook(LoraHook(name))
-            for name, module in transformer.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        ]
+        self._hooks = install_hooks(transformer)
 
     def check(self, specs: Sequence[LoraSpec]) -> None:
         """Refuse, without reading a file, adapters a request may not name (InvalidRequestError)."""

@@ -27,6 +27,7 @@ RowStack = tuple[tuple["LoraWeights", float], ...]  # one row's adapters and the
 class AdapterRows:
     weights: LoraWeights
     index: torch.Tensor | None  # the rows carrying it; None: every row, in order
+    rows: slice | None  # the same rows when they are one contiguous run
     scales: torch.Tensor | float  # one per row, or one for all
 
 
@@ -63,9 +64,11 @@ def _adapter_rows(
     weights: LoraWeights, rows: list[int], scales: list[float], num_rows: int, device: torch.device
 ) -> AdapterRows:
     index = None if rows == list(range(num_rows)) else torch.tensor(rows, device=device)
+    contiguous = rows == list(range(rows[0], rows[-1] + 1))
+    run = slice(rows[0], rows[-1] + 1) if contiguous else None
     if len(set(scales)) == 1:
-        return AdapterRows(weights, index, float(scales[0]))
-    return AdapterRows(weights, index, torch.tensor(scales, device=device))
+        return AdapterRows(weights, index, run, float(scales[0]))
+    return AdapterRows(weights, index, run, torch.tensor(scales, device=device))
 
 
 _local = threading.local()
@@ -127,15 +130,39 @@ class LoraHook:
                     f"LoRA layer {self.name} saw {x.shape[0]} rows where the forward has "
                     f"{assignment.num_rows}: its caller runs a subset without narrowing the rows"
                 )
-            part = x if group.index is None else x.index_select(0, group.index)
-            delta = F.linear(F.linear(part.to(layer.down.dtype), layer.down), layer.up)
-            if isinstance(group.scales, float):
-                delta = delta * (group.scales * layer.scaling)
+            if group.index is None:
+                part = x
+            elif group.rows is not None:  # one run of rows: a view, no copy
+                part = x[group.rows]
             else:
-                shape = (-1,) + (1,) * (delta.dim() - 1)
-                delta = delta * (group.scales.to(delta.dtype) * layer.scaling).view(shape)
-            delta = delta.to(output.dtype)
-            output = (
-                output + delta if group.index is None else output.index_add(0, group.index, delta)
-            )
+                part = x.index_select(0, group.index)
+            # The scale goes on the rank-r activations, not the output: r values per token.
+            low = F.linear(part.to(layer.down.dtype), layer.down)
+            if isinstance(group.scales, float):
+                low = low * (group.scales * layer.scaling)
+            else:
+                shape = (-1,) + (1,) * (low.dim() - 1)
+                low = low * (group.scales.to(low.dtype) * layer.scaling).view(shape)
+            low = low.to(output.dtype)
+            # In place, the up-projection fused into the add where the rows are one run: the
+            # Linear's output is fresh, and a copy per adapter would cost a whole output's worth
+            # of memory traffic per adapter and layer.
+            if group.index is None or group.rows is not None:
+                target = output if group.index is None else output[group.rows]
+                if target.is_contiguous():
+                    flat = target.view(-1, target.shape[-1])
+                    flat.addmm_(low.reshape(-1, low.shape[-1]), layer.up.t())
+                else:
+                    target.add_(F.linear(low, layer.up))
+            else:
+                output.index_add_(0, group.index, F.linear(low, layer.up))
         return output
+
+
+def install_hooks(transformer: torch.nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """A LoraHook on every nn.Linear of `transformer`, named as its state dict names it."""
+    return [
+        module.register_forward_hook(LoraHook(name))
+        for name, module in transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
