@@ -21,6 +21,9 @@ from omni.errors import (
     RequestAbortedError,
     RequestFailedError,
 )
+from omni.lora.manager import LoraManager
+from omni.lora.rows import RowStack
+from omni.lora.spec import LoraSpec
 from omni.models import ModelInfo
 from omni.request import GenerationParams, Request
 
@@ -30,6 +33,19 @@ ERRORS_BY_CODE: dict[str, type[OmniError]] = {
     RequestAbortedError.code: RequestAbortedError,
 }
 LIVENESS_POLL_S = 1.0
+
+
+async def acquire_loras(loras: LoraManager, specs: tuple[LoraSpec, ...]) -> RowStack:
+    """`loras.acquire` in a worker thread (never the engine's); a caller cancelled meanwhile
+    leaves nothing pinned."""
+    loading = asyncio.ensure_future(asyncio.to_thread(loras.acquire, specs))
+    try:
+        return await asyncio.shield(loading)
+    except asyncio.CancelledError:
+        loading.add_done_callback(
+            lambda done: done.cancelled() or done.exception() or loras.release(done.result())
+        )
+        raise
 
 
 class AsyncEngine:
@@ -165,12 +181,19 @@ class AsyncEngine:
             return
         try:
             for request in held:
-                request.lora = await asyncio.to_thread(loras.acquire, request.params.lora)
+                request.lora = await acquire_loras(loras, request.params.lora)
             yield
         finally:
             for request in held:
                 if request.lora is not None:
                     loras.release(request.lora)
+
+    async def load_loras(self, params: GenerationParams) -> None:
+        """Read a request's adapters into the device's LRU now, holding none: a file that is not
+        a LoRA for this model is refused (InvalidRequestError) before a video job is accepted."""
+        loras = self._engine.adapter.loras
+        if loras is not None and params.lora:
+            loras.release(await acquire_loras(loras, params.lora))
 
     async def _result(self, request_id: str) -> Finished:
         async with aclosing(self._follow(request_id)) as events:

@@ -105,6 +105,7 @@ async def create_video(request: web.Request) -> web.Response:
     key = idempotency_key(request.headers)
     form = await read_video_form(request)
     params = form.resolve(jobs.engine)
+    await jobs.engine.load_loras(params)  # a file that is no LoRA for the model: 400, not a job
     job = await jobs.submit(params, key, request_digest(form) if key is not None else None)
     return json_response(job.to_json())
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 import torch
 from diffusers import FluxPipeline, WanPipeline
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from omni.config import EngineConfig
 from omni.http import ServerConfig
@@ -42,6 +42,12 @@ def lora_root(tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         f"{prefix}.lora_B.weight": torch.ones(7, 2),
     }
     save_file(misfit, root / "misfit.safetensors")
+    text_layer = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+    with_text = load_file(root / ADAPTER) | {
+        f"{text_layer}.lora_A.weight": torch.randn(MAX_RANK, 32),
+        f"{text_layer}.lora_B.weight": torch.randn(32, MAX_RANK),
+    }
+    save_file(with_text, root / "text.safetensors")
     return root
 
 
@@ -98,6 +104,7 @@ def test_a_registered_name_and_its_path_give_one_image_unlike_no_adapter(
         ({"local_path": "junk.safetensors"}, "is not a LoRA for FluxPipeline's transformer"),
         ({"local_path": "misfit.safetensors"}, "does not fit this model"),
         ({"local_path": "big"}, f"rank {2 * MAX_RANK}"),
+        ({"local_path": "text.safetensors"}, "text-encoder weights"),
         ({"scale": 1.0}, "needs a name"),
         ([{"name": "style"}] * 9, "at most 8"),
     ],
@@ -110,6 +117,7 @@ def test_a_registered_name_and_its_path_give_one_image_unlike_no_adapter(
         "junk",
         "misfit",
         "rank",
+        "text-encoder",
         "nameless",
         "too-many",
     ],
@@ -144,10 +152,12 @@ def test_a_server_without_lora_flags_refuses_the_field(url: str) -> None:
 
 def test_a_video_with_a_lora_differs_from_one_without(tiny_wan_dir: Path, tmp_path: Path) -> None:
     make_lora(WanPipeline, tiny_wan_dir, tmp_path / "motion", seed=4, targets=WAN_TARGETS)
+    save_file({"weight": torch.randn(4, 4)}, tmp_path / "junk.safetensors")
     engine = EngineConfig(
         model=str(tiny_wan_dir),
         profile_seconds=0,
         lora_modules=(("motion", str(tmp_path / "motion")),),
+        lora_dir=str(tmp_path),
     )
     config = ServerConfig(engine=engine, port=0, storage_path=tmp_path / "storage")
     form = {
@@ -161,8 +171,12 @@ def test_a_video_with_a_lora_differs_from_one_without(tiny_wan_dir: Path, tmp_pa
         sync = f"{server.url}/v1/videos/sync"
         with_lora = requests.post(sync, data={**form, "lora": '{"name": "motion"}'}, timeout=120)
         without = requests.post(sync, data=form, timeout=120)
+        junk = '{"local_path": "junk.safetensors"}'
+        refused = requests.post(f"{server.url}/v1/videos", data={**form, "lora": junk}, timeout=60)
 
     assert with_lora.status_code == 200, with_lora.text
     assert without.status_code == 200, without.text
     a, b = (np.stack(decode_video(r.content).frames).astype(np.int16) for r in (with_lora, without))
     assert a.shape == b.shape and np.abs(a - b).mean() > 1
+    assert refused.status_code == 400  # at creation: no job that can only fail
+    assert "is not a LoRA for WanPipeline's transformer" in refused.json()["error"]["message"]
