@@ -71,10 +71,10 @@ def test_a_lora_image_equals_diffusers_load_lora_weights_and_scale_0_equals_none
     assert np.abs(pixels(ours) - pixels(plain)).mean() > 1  # the mean tolerance is 0.05
 
 
-def test_stacked_adapters_equal_diffusers_with_both_set(
+def test_stacked_adapters_equal_diffusers_with_both_set_on_both_cfg_branches(
     tiny_flux_dir: Path, lora_dir: Path
 ) -> None:
-    params = image_params(seed=4)
+    params = image_params(seed=4, negative_prompt="blurry", true_cfg_scale=2.0)
     stacked = replace(params, lora=(adapter("a", 0.6), adapter("b", -0.4)))
     ((finished,),), _ = generate(tiny_flux_dir, lora_dir, [[stacked]])
     ours = finished.output
