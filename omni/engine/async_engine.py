@@ -24,7 +24,7 @@ from omni.errors import (
 from omni.lora.manager import LoraManager
 from omni.lora.rows import RowStack
 from omni.lora.spec import LoraSpec
-from omni.models import ModelInfo
+from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams, Request
 
 ERRORS_BY_CODE: dict[str, type[OmniError]] = {
@@ -100,6 +100,12 @@ class AsyncEngine:
         self._check_ready()
         return self._engine.adapter.info
 
+    @property
+    def defaults(self) -> ServingDefaults:
+        """The values the model uses for the fields a request leaves out."""
+        self._check_ready()
+        return self._engine.adapter.defaults
+
     def stats(self) -> EngineStats:
         return self._engine.stats.copy()
 
@@ -130,14 +136,20 @@ class AsyncEngine:
 
     def _check_output_pixels(self, params: GenerationParams) -> None:
         limit = self.config.max_output_pixels
-        frames = params.num_frames or 1
+        frames = params.output_num_frames  # interpolated frames count too
         pixels = params.width * params.height * frames
         if limit is not None and pixels > limit:
             made = f"{params.width}x{params.height}" + (f" x {frames} frames" if frames > 1 else "")
+            param = "size" if params.width * params.height > limit else "num_frames"
+            if (
+                param == "num_frames"
+                and params.width * params.height * (params.num_frames or 1) <= limit
+            ):
+                param = "frame_interpolation_exp"
             raise InvalidRequestError(
                 f"{made} is {pixels:,} pixels, over this server's limit of {limit:,} per image "
                 "or video (--max-output-pixels)",
-                param="size" if params.width * params.height > limit else "num_frames",
+                param=param,
             )
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:

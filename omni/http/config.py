@@ -27,7 +27,10 @@ class ServerConfig:
     video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
     max_queued_video_jobs: int = DEFAULT_MAX_QUEUED_VIDEO_JOBS  # beyond: POST /v1/videos is 503
     resume_video_jobs: bool = True  # after a restart, run the jobs that were running again
+    # The allow-list root of RIFE models a video request may name; None: only the built-in one.
+    frame_interpolation_dir: Path | None = None
     access_log: bool = False
+    playground: bool = True  # the page at GET / that makes images and videos in a browser
     # A connection closes when no whole request head arrives this long after it opened or
     # after its last answer: idle keep-alive and slowloris heads alike.
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT_S
@@ -44,6 +47,10 @@ class ServerConfig:
             raise ValueError("api_key must not be empty")
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
+        if self.frame_interpolation_dir is not None and not self.frame_interpolation_dir.is_dir():
+            raise ValueError(
+                f"frame_interpolation_dir {self.frame_interpolation_dir} is not a directory"
+            )
         if self.max_queued_video_jobs < 1:
             raise ValueError("max_queued_video_jobs must be at least 1")
         for name in ("keepalive_timeout", "request_timeout", "send_timeout"):

@@ -66,6 +66,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/v1/videos/{video_id}"): ("One video job", (), VideoObject),
     ("GET", "/v1/videos/{video_id}/content"): ("A finished job's MP4", (), MP4),
     ("DELETE", "/v1/videos/{video_id}"): ("Delete a job and its file", (), "object"),
+    ("GET", "/"): ("The playground page (off with --no-playground)", (), "text/html"),
+    ("GET", "/playground"): ("The playground page (off with --no-playground)", (), "text/html"),
+    ("GET", "/playground/static"): ("The playground's scripts and styles, by name", (), "*/*"),
 }
 REQUEST_SCHEMAS = {
     "/v1/images/generations": ImageGenerationRequest,

@@ -27,6 +27,7 @@ from omni.engine import AsyncEngine, Progress
 from omni.errors import EngineOverloadedError, OmniError
 from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
+from omni.interpolation.worker import Interpolator
 from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
 from omni.media import encode_mp4
 from omni.previews import encode_previews
@@ -43,8 +44,11 @@ QUEUE_FULL_RETRY_AFTER_S = 5
 class VideoJobs:
     """The queue of accepted jobs (ids in memory, the jobs in the store) and the running ones."""
 
-    def __init__(self, engine: AsyncEngine, store: VideoStore, max_queued: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, store: VideoStore, max_queued: int, interpolator: Interpolator
+    ) -> None:
         self.engine = engine
+        self.interpolator = interpolator
         self.store = store
         self.max_queued = max_queued
         self.queue: list[tuple[int, str]] = []  # a heap of (arrival number, job id)
@@ -92,7 +96,7 @@ class VideoJobs:
             progress=0,
             model=self.engine.config.name,
             prompt=params.prompt,
-            seconds=f"{params.num_frames / params.fps:g}",
+            seconds=f"{params.output_num_frames / params.output_fps:g}",
             size=f"{params.width}x{params.height}",
         )
         # Shielded: a client that disconnects mid-insert must not leave a record that is in the
@@ -158,8 +162,10 @@ class VideoJobs:
                             await asyncio.to_thread(self.store.mark_progress, job_id, done)
                     else:
                         finished = event
-            mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
-            previews = await asyncio.to_thread(encode_previews, finished.output)
+            interpolation = finished.params.frame_interpolation
+            frames = await self.interpolator.run(finished.output, interpolation)
+            mp4 = await asyncio.to_thread(encode_mp4, frames, finished.params.output_fps)
+            previews = await asyncio.to_thread(encode_previews, frames)
             await asyncio.to_thread(self.store.complete, job_id, mp4, previews)
         except asyncio.CancelledError:
             raise  # deleted, or the server is stopping: the store's restart policy takes over

@@ -19,12 +19,14 @@ from omni.http.content import send_file
 from omni.http.errors import ApiError
 from omni.http.images import cache_headers
 from omni.http.schemas import json_response
-from omni.http.state import ENGINE, SERVER_CONFIG
-from omni.http.video_form import read_video_form
+from omni.http.state import ENGINE, INTERPOLATOR, SERVER_CONFIG
+from omni.http.video_form import VideoForm, read_video_form
 from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
+from omni.interpolation.worker import Interpolator
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
 from omni.previews import SPRITESHEET_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
+from omni.request import GenerationParams
 from omni.storage import JobStatus, VideoJob, VideoStore
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,10 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
         config.video_retention_seconds,
         resume=config.resume_video_jobs,
     )
-    jobs = VideoJobs(app[ENGINE], store, config.max_queued_video_jobs)
+    engine = app[ENGINE]
+    interpolator = Interpolator(engine.config.torch_device)
+    app[INTERPOLATOR] = interpolator
+    jobs = VideoJobs(engine, store, config.max_queued_video_jobs, interpolator)
     app[VIDEO_JOBS] = jobs
     await jobs.start()
     sweeper = asyncio.create_task(sweep_expired(store)) if store.retention_s else None
@@ -74,6 +79,7 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
             sweeper.cancel()
             await asyncio.wait([sweeper])
         await jobs.close()
+        await asyncio.to_thread(interpolator.close)
         await asyncio.to_thread(store.close)
 
 
@@ -103,25 +109,36 @@ async def sweep_expired(store: VideoStore) -> None:
 async def create_video(request: web.Request) -> web.Response:
     jobs = request.app[VIDEO_JOBS]
     key = idempotency_key(request.headers)
-    form = await read_video_form(request)
-    params = form.resolve(jobs.engine)
-    await jobs.engine.load_loras(params)  # a file that is no LoRA for the model: 400, not a job
+    form, params = await read_video_request(request)
     job = await jobs.submit(params, key, request_digest(form) if key is not None else None)
     return json_response(job.to_json())
 
 
 async def create_video_sync(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    form = await read_video_form(request)
-    params = form.resolve(engine)
+    _, params = await read_video_request(request)
     finished = await engine.generate(params, request_id=uuid.uuid4().hex)
-    mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
+    interpolation = finished.params.frame_interpolation
+    frames = await request.app[INTERPOLATOR].run(finished.output, interpolation)
+    mp4 = await asyncio.to_thread(encode_mp4, frames, finished.params.output_fps)
     headers = {
         "x-inference-time-s": f"{finished.inference_time_s:.4f}",
         "x-queue-time-s": f"{finished.queue_time_s:.4f}",
         "x-seed": str(finished.params.seed),
     } | cache_headers([finished])
     return web.Response(body=mp4, content_type=MP4_CONTENT_TYPE, headers=headers)
+
+
+async def read_video_request(request: web.Request) -> tuple[VideoForm, GenerationParams]:
+    """The form and the params it resolves to; the interpolation model and the LoRA adapters it
+    names are loaded (a file that is no LoRA for the model is a 400 here, not a failed job)."""
+    form = await read_video_form(request)
+    config = request.app[SERVER_CONFIG]
+    params = form.resolve(request.app[ENGINE], config.frame_interpolation_dir)
+    if params.frame_interpolation is not None:
+        await request.app[INTERPOLATOR].check(params.frame_interpolation)
+    await request.app[ENGINE].load_loras(params)
+    return form, params
 
 
 async def get_video(request: web.Request) -> web.Response:

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 COMPLETE_MARKER = ".omni-complete"
-BUILD_FORMAT = "omni-tiny-build-v3"
+BUILD_FORMAT = "omni-tiny-build-v4"
 CACHE_ENV_VAR = "OMNI_CACHE_DIR"
 LEFTOVER_AGE_S = 3600.0
 
