@@ -3,16 +3,21 @@ LoRA flags of `python -m omni.serve`."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from diffusers import FluxPipeline
 
+from omni.config import EngineConfig
 from omni.errors import EngineOverloadedError, InvalidRequestError
+from omni.lora import manager as manager_module
 from omni.lora.manager import LoraManager
 from omni.lora.sources import LoraSources
 from omni.lora.spec import LoraSpec, lora_specs
+from omni.lora.weights import read_lora
 from omni.serve import parse_config
+from tests.engine.helpers import generate_all, image_params
 from tests.lora.helpers import make_lora
 
 
@@ -72,3 +77,25 @@ def test_the_serve_flags_set_the_lora_config(root: Path) -> None:
     for bad in (["--lora-modules", "nameless"], ["--lora-dir", str(root / "none")]):
         with pytest.raises(SystemExit):
             parse_config(bad)
+
+
+def test_lora_and_cfg_parallel_are_refused_together(root: Path) -> None:
+    with pytest.raises(ValueError, match="cfg-parallel"):
+        EngineConfig(lora_dir=str(root), cfg_parallel_size=2)
+
+
+def test_adapters_are_read_off_the_engine_thread(
+    tiny_flux_dir: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return read_lora(*args, **kwargs)
+
+    monkeypatch.setattr(manager_module, "read_lora", recording)
+    params = image_params(width=32, height=32, num_inference_steps=2, lora=(LoraSpec("a", "a"),))
+    (finished,), _ = generate_all(tiny_flux_dir, [params], lora_dir=str(root))
+
+    assert finished.output is not None and threads
+    assert "omni-engine" not in threads
