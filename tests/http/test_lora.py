@@ -144,12 +144,6 @@ def test_an_edit_takes_lora_as_json_text(lora_server: ServerThread) -> None:
     assert refused.status_code == 400 and "lora is not valid JSON" in refused.text
 
 
-def test_a_server_without_lora_flags_refuses_the_field(url: str) -> None:
-    response = generate(url, {"name": "style"})
-    assert response.status_code == 400
-    assert "serves no LoRA adapters" in response.json()["error"]["message"]
-
-
 def test_a_video_with_a_lora_differs_from_one_without(tiny_wan_dir: Path, tmp_path: Path) -> None:
     make_lora(WanPipeline, tiny_wan_dir, tmp_path / "motion", seed=4, targets=WAN_TARGETS)
     save_file({"weight": torch.randn(4, 4)}, tmp_path / "junk.safetensors")
