@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -10,6 +11,8 @@ from omni.cache import check_cache
 from omni.errors import InvalidRequestError
 from omni.limits import (
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LORA_RANK,
+    DEFAULT_MAX_LORAS,
     DEFAULT_MAX_NUM_RUNNING,
     DEFAULT_MAX_NUM_WAITING,
     DEFAULT_MAX_STARVATION_STEPS,
@@ -40,6 +43,10 @@ class EngineConfig:
     max_output_pixels: int | None = None  # width x height x frames of one output; None: no cap
     cache: str = "none"  # the step cache of requests that do not choose one
     cache_threshold: float | None = None  # None: the cache type's default
+    lora_modules: tuple[tuple[str, str], ...] = ()  # (name, path) adapters requests may name
+    lora_dir: str | None = None  # the allow-list root of a request's lora local_path
+    max_loras: int = DEFAULT_MAX_LORAS  # adapters held on the device at once (LRU)
+    max_lora_rank: int = DEFAULT_MAX_LORA_RANK
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPES:
@@ -57,10 +64,29 @@ class EngineConfig:
         if self.max_output_pixels is not None and self.max_output_pixels < 1:
             raise ValueError("max_output_pixels must be at least 1")
         _ = self.scheduler_config  # SchedulerConfig validates the queue limits
+        self._check_lora()
         try:
             check_cache(self.cache, self.cache_threshold)
         except InvalidRequestError as exc:
             raise ValueError(f"--cache: {exc}") from None
+
+    def _check_lora(self) -> None:
+        if self.max_loras < 1 or self.max_lora_rank < 1:
+            raise ValueError("max_loras and max_lora_rank must be at least 1")
+        names = [name for name, _ in self.lora_modules]
+        if len(set(names)) < len(names) or not all(names):
+            raise ValueError("--lora-modules names must be non-empty and distinct")
+        for name, path in self.lora_modules:
+            if not Path(path).expanduser().exists():
+                raise ValueError(f"--lora-modules {name}={path}: no such file or directory")
+        if self.lora_dir is not None and not Path(self.lora_dir).expanduser().is_dir():
+            raise ValueError(f"--lora-dir {self.lora_dir} is not a directory")
+        if self.lora_enabled and self.cfg_parallel_size > 1:
+            raise ValueError("LoRA is not available with --cfg-parallel-size 2")
+
+    @property
+    def lora_enabled(self) -> bool:
+        return bool(self.lora_modules) or self.lora_dir is not None
 
     @property
     def name(self) -> str:

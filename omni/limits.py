@@ -47,6 +47,12 @@ CACHE_TYPES = ("none", "fbcache", "taylorseer")
 DEFAULT_CACHE_THRESHOLDS = {"fbcache": 0.05}  # diffusers' FirstBlockCacheConfig default
 MAX_CACHE_THRESHOLD = 10.0
 MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY
+# LoRA: adapters one request may stack, the bound of each one's scale, and the server's defaults
+# for --max-loras (adapters held on the device, least recently used evicted) and --max-lora-rank.
+MAX_LORAS_PER_REQUEST = 8
+MAX_LORA_SCALE = 100.0
+DEFAULT_MAX_LORAS = 8
+DEFAULT_MAX_LORA_RANK = 128
 
 Steps = Annotated[int, msgspec.Meta(ge=1, le=MAX_STEPS)]
 Guidance = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_GUIDANCE)]
@@ -74,3 +80,4 @@ RANGES_AS_400 = {
     "frame_interpolation_exp": (MIN_FRAME_INTERPOLATION_EXP, MAX_FRAME_INTERPOLATION_EXP),
     "frame_interpolation_scale": (MIN_FRAME_INTERPOLATION_SCALE, MAX_FRAME_INTERPOLATION_SCALE),
 }
+LoraScale = Annotated[float, msgspec.Meta(ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE)]

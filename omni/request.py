@@ -8,6 +8,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from omni.lora.spec import LoraSpec
+
 
 class RequestStatus(enum.IntEnum):
     WAITING = 0
@@ -62,6 +64,7 @@ class GenerationParams:
     cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
     cache_threshold: float | None = None  # fbcache's (None: its default); taylorseer takes none
     partial_images: int | None = None  # previews decoded while it denoises (None: none)
+    lora: tuple[LoraSpec, ...] | None = None  # adapters to apply, stacked (omni.lora)
     # Applied to the decoded frames after the engine is done with the request, not by it.
     frame_interpolation: FrameInterpolation | None = None
 
@@ -106,6 +109,7 @@ class Request:
     sampler_state: Any = None  # that sampler's history for this request (step sizes, past x0)
     cache: Any = None  # its omni.cache.RequestCache while it denoises with a step cache
     blend: Any = None  # a callable(request) -> latents run after each update (inpainting)
+    lora: Any = None  # its loaded adapters (omni.lora.RowStack), pinned while it lives
     output: Any = None
 
     arrival_time: float = field(default_factory=time.monotonic)

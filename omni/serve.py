@@ -19,7 +19,7 @@ from omni.http.config import (
     DEFAULT_STORAGE_PATH,
     ServerConfig,
 )
-from omni.limits import CACHE_TYPES, DEFAULT_MAX_QUEUED_VIDEO_JOBS
+from omni.limits import CACHE_TYPES, DEFAULT_MAX_QUEUED_VIDEO_JOBS, MAX_LORA_SCALE
 from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
 
@@ -35,6 +35,13 @@ def positive_or_auto(value: str) -> int | None:
     if number < 1:
         raise argparse.ArgumentTypeError("must be a positive integer or auto")
     return number
+
+
+def lora_module(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
+    return name, path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="most width x height x frames one image or video may have (default: the model's "
         "own limits)",
+    )
+    lora = parser.add_argument_group("LoRA")
+    lora.add_argument(
+        "--lora-modules",
+        type=lora_module,
+        nargs="+",
+        default=[],
+        metavar="NAME=PATH",
+        help="adapters requests may name in their `lora` field (a LoRA .safetensors file, or a "
+        "directory holding pytorch_lora_weights.safetensors)",
+    )
+    lora.add_argument(
+        "--lora-dir",
+        default=None,
+        help="a request's lora local_path is accepted only inside this directory (after "
+        "resolving symlinks and ..); without it only --lora-modules names are accepted",
+    )
+    lora.add_argument(
+        "--max-loras",
+        type=int,
+        default=DEFAULTS.max_loras,
+        help="adapters held on the device at once; the least recently used is evicted",
+    )
+    lora.add_argument(
+        "--max-lora-rank",
+        type=int,
+        default=DEFAULTS.max_lora_rank,
+        help=f"adapters of a higher rank are refused (scales are bounded by ±{MAX_LORA_SCALE:g})",
     )
 
     server = parser.add_argument_group("HTTP server")
@@ -239,6 +274,10 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             max_output_pixels=args.max_output_pixels,
             cache=args.cache,
             cache_threshold=args.cache_threshold,
+            lora_modules=tuple(args.lora_modules),
+            lora_dir=args.lora_dir,
+            max_loras=args.max_loras,
+            max_lora_rank=args.max_lora_rank,
         )
         return ServerConfig(
             engine=engine,

@@ -25,6 +25,8 @@ import torch
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
+from omni.lora.rows import narrowed
+
 
 @dataclass(slots=True)
 class RowCache:
@@ -169,7 +171,8 @@ class RowFirstBlockCache:
                 return output
             rows = torch.tensor(self._misses, device=self._head_hidden.device)
             sub_args, sub_kwargs = self._subset(names, args, kwargs, rows)
-            output = original(*sub_args, **sub_kwargs)
+            with narrowed(self._misses):  # per-row LoRA sees the computing rows
+                output = original(*sub_args, **sub_kwargs)
             if last:
                 self._store_tails(output, meta, self._misses)
             return _scattered(block, args, kwargs, meta, output, rows)

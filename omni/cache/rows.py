@@ -16,6 +16,7 @@ from omni.cache.first_block import (
 )
 from omni.cache.state import RequestCache
 from omni.cache.taylorseer import RowTaylorSeer, TaylorRow
+from omni.lora.rows import narrowed
 
 STEP_CACHES = ("fbcache", "taylorseer")
 
@@ -34,7 +35,8 @@ def cached_forward(adapter: FamilyAdapter, rows: list[Row]) -> list[torch.Tensor
         by_shape.setdefault(adapter.row_shape(row), []).append(index)
     outputs: list[torch.Tensor | None] = [None] * len(rows)
     for indices in by_shape.values():
-        group = _forward_one_shape(adapter, [rows[i] for i in indices])
+        with narrowed(indices):
+            group = _forward_one_shape(adapter, [rows[i] for i in indices])
         for i, output in zip(indices, group, strict=True):
             outputs[i] = output
     return outputs

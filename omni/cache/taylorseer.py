@@ -30,6 +30,7 @@ import torch
 from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS, TaylorSeerCacheConfig
 
 from omni.cache.first_block import _forward_replaced, parameter_names
+from omni.lora.rows import narrowed
 
 CONFIG = TaylorSeerCacheConfig()  # cache_interval 5, disable_cache_before_step 3, max_order 1
 
@@ -165,7 +166,8 @@ class RowTaylorSeer:
                 self._refresh(name, present, _as_tuple(output))
                 return output
             sub_args, sub_kwargs = self._subset(names, args, kwargs, len(present), computing)
-            outputs = _as_tuple(original(*sub_args, **sub_kwargs))
+            with narrowed(computing):  # per-row LoRA sees the computing rows
+                outputs = _as_tuple(original(*sub_args, **sub_kwargs))
             self._refresh(name, [present[k] for k in computing], outputs)
             position = {k: p for p, k in enumerate(computing)}
             per_row = [

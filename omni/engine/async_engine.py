@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 
 from omni.config import EngineConfig
@@ -21,6 +21,9 @@ from omni.errors import (
     RequestAbortedError,
     RequestFailedError,
 )
+from omni.lora.manager import LoraManager
+from omni.lora.rows import RowStack
+from omni.lora.spec import LoraSpec
 from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams, Request
 
@@ -30,6 +33,19 @@ ERRORS_BY_CODE: dict[str, type[OmniError]] = {
     RequestAbortedError.code: RequestAbortedError,
 }
 LIVENESS_POLL_S = 1.0
+
+
+async def acquire_loras(loras: LoraManager, specs: tuple[LoraSpec, ...]) -> RowStack:
+    """`loras.acquire` in a worker thread (never the engine's); a caller cancelled meanwhile
+    leaves nothing pinned."""
+    loading = asyncio.ensure_future(asyncio.to_thread(loras.acquire, specs))
+    try:
+        return await asyncio.shield(loading)
+    except asyncio.CancelledError:
+        loading.add_done_callback(
+            lambda done: done.cancelled() or done.exception() or loras.release(done.result())
+        )
+        raise
 
 
 class AsyncEngine:
@@ -102,7 +118,21 @@ class AsyncEngine:
                 params = replace(params, cache_threshold=self.config.cache_threshold)
         resolved = self._engine.adapter.resolve(params)
         self._check_output_pixels(resolved)
+        self._check_lora(resolved)
         return resolved
+
+    def _check_lora(self, params: GenerationParams) -> None:
+        if not params.lora:
+            return
+        adapter = self._engine.adapter
+        if adapter.loras is None:
+            raise InvalidRequestError(
+                "this server serves no LoRA adapters (start it with --lora-modules or --lora-dir)"
+                if adapter.supports_lora
+                else f"LoRA is not supported by model {adapter.name}",
+                param="lora",
+            )
+        adapter.loras.check(params.lora)
 
     def _check_output_pixels(self, params: GenerationParams) -> None:
         limit = self.config.max_output_pixels
@@ -131,14 +161,15 @@ class AsyncEngine:
     ) -> list[Finished]:
         """Submit together (they share their first batch); if one fails, the others are aborted."""
         requests = self._make_requests(params, request_ids or [None] * len(params))
-        self._submit(requests)
-        tasks = [asyncio.ensure_future(self._result(r.request_id)) for r in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async with self._loras_held(requests):
+            self._submit(requests)
+            tasks = [asyncio.ensure_future(self._result(r.request_id)) for r in requests]
+            try:
+                return list(await asyncio.gather(*tasks))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stream(
         self, params: GenerationParams, request_id: str | None = None
@@ -146,10 +177,36 @@ class AsyncEngine:
         """Progress and Preview (partial image) events, then one Finished; raises on failure.
         Closing early aborts."""
         (request,) = self._make_requests([params], [request_id])
-        self._submit([request])
-        async with aclosing(self._follow(request.request_id)) as events:
-            async for event in events:
-                yield event
+        async with self._loras_held([request]):
+            self._submit([request])
+            async with aclosing(self._follow(request.request_id)) as events:
+                async for event in events:
+                    yield event
+
+    @asynccontextmanager
+    async def _loras_held(self, requests: list[Request]) -> AsyncIterator[None]:
+        """Each request's adapters, loaded (in a worker thread: never on the engine's) and pinned
+        in the device's LRU while it runs."""
+        loras = self._engine.adapter.loras
+        held = [r for r in requests if r.params.lora]
+        if loras is None or not held:
+            yield
+            return
+        try:
+            for request in held:
+                request.lora = await acquire_loras(loras, request.params.lora)
+            yield
+        finally:
+            for request in held:
+                if request.lora is not None:
+                    loras.release(request.lora)
+
+    async def load_loras(self, params: GenerationParams) -> None:
+        """Read a request's adapters into the device's LRU now, holding none: a file that is not
+        a LoRA for this model is refused (InvalidRequestError) before a video job is accepted."""
+        loras = self._engine.adapter.loras
+        if loras is not None and params.lora:
+            loras.release(await acquire_loras(loras, params.lora))
 
     async def _result(self, request_id: str) -> Finished:
         async with aclosing(self._follow(request_id)) as events:

@@ -31,6 +31,7 @@ from omni.engine.stage_threads import ThreadStages
 from omni.engine.stages import InlineStages
 from omni.engine.stats import EngineStats
 from omni.errors import EngineNotReadyError, EngineOverloadedError, RequestAbortedError
+from omni.lora.manager import lora_manager
 from omni.models import FamilyAdapter, load_model
 from omni.request import Request, RequestStatus
 from omni.scheduler import Scheduler, SchedulerOutput
@@ -104,6 +105,7 @@ class Engine:
     def _main(self) -> None:
         try:
             self.adapter = load_model(self.config)
+            self.adapter.loras = lora_manager(self.adapter, self.config)
             self._set_budget(self.adapter)
             self.runner = self._make_runner(self.adapter)
             if self.state == EngineState.LOADING:  # a worker may already have died

@@ -32,6 +32,7 @@ from omni.limits import (
     Steps,
     Strength,
 )
+from omni.lora.spec import lora_specs
 from omni.media import read_image
 from omni.models.base import ModelInfo
 from omni.request import GenerationParams
@@ -64,6 +65,7 @@ class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: Seed | None = None
     priority: Priority | None = None
     sampler: str | None = None
+    lora: str | None = None  # JSON text: {"name", "local_path", "scale"} or a list of them
 
 
 async def create_image_edits(request: web.Request) -> web.StreamResponse:
@@ -188,5 +190,6 @@ def edit_params(
         sampler=form.sampler,
         strength=form.strength,
         partial_images=form.partial_images if form.stream else None,
+        lora=lora_specs(form.lora),
     )
     return replace(params, image=image, mask=mask)

@@ -25,6 +25,7 @@ from omni.http.schemas import (
 )
 from omni.http.state import ENGINE
 from omni.limits import MAX_SEED
+from omni.lora.spec import specs_of
 from omni.request import GenerationParams
 
 SIZE = re.compile(r"^\s*(?P<width>[0-9]{1,9})\s*[xX]\s*(?P<height>[0-9]{1,9})\s*$")
@@ -112,6 +113,7 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         cache_threshold=cache_threshold,
         num_frames=1 if is_video else None,
         partial_images=body.partial_images if body.stream else None,
+        lora=specs_of(body.lora),
     )
 
 

@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 from omni.limits import Guidance, NumImages, PartialImages, Percent, Priority, Seed, Steps
+from omni.lora.spec import LoraValue
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
@@ -56,6 +57,7 @@ class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields
     priority: Priority | None = None  # --scheduling-policy priority: lower runs first
     sampler: str | None = None  # euler, unipc or dpm++2m; the model's own scheduler by default
     cache: str | CacheSpec | None = None  # step caching; the server's --cache by default
+    lora: LoraValue | None = None  # {"name", "local_path", "scale"} or a list of them, stacked
 
 
 class ImageData(msgspec.Struct):

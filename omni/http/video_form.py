@@ -58,6 +58,7 @@ from omni.limits import (
     Side,
     Steps,
 )
+from omni.lora.spec import lora_specs
 from omni.media import read_image, read_reference_image
 from omni.request import GenerationParams
 
@@ -93,6 +94,7 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     frame_interpolation_exp: FrameInterpolationExp | None = None
     frame_interpolation_scale: FrameInterpolationScale | None = None
     frame_interpolation_model_path: str | None = None
+    lora: str | dict[str, Any] | list[Any] | None = None  # JSON text in a form (omni.lora.spec)
 
 
 # What `extra_params` may carry: the generation fields, each once (here or at the top level).
@@ -147,6 +149,7 @@ class VideoForm:
             boundary_ratio=body.boundary_ratio,
             flow_shift=body.flow_shift,
             image=self.image,
+            lora=lora_specs(body.lora),
             frame_interpolation=interpolation,
         )
         seconds = parse_seconds(body.seconds)
@@ -194,7 +197,6 @@ async def read_video_form(request: web.Request) -> VideoForm:
         raw = await read_json_object(request)
     else:
         raise unsupported_media_type(request, "multipart/form-data or application/json")
-    check_lora(raw.pop("lora", None))
     fold_extra_params(raw)
     body = convert(raw)
     check_one_reference(body, upload)
@@ -290,11 +292,6 @@ def json_object(value: Any, param: str) -> dict[str, Any]:
             400, f"{param} must be a JSON object, got {type(value).__name__}", param=param
         )
     return value
-
-
-def check_lora(value: Any) -> None:
-    if json_object(value, "lora"):
-        raise ApiError(400, "LoRA is not supported yet", code="unsupported_field", param="lora")
 
 
 def fold_extra_params(raw: dict[str, Any]) -> None:

@@ -130,12 +130,14 @@ async def create_video_sync(request: web.Request) -> web.Response:
 
 
 async def read_video_request(request: web.Request) -> tuple[VideoForm, GenerationParams]:
-    """The form and the params it resolves to; the interpolation model it names is loaded."""
+    """The form and the params it resolves to; the interpolation model and the LoRA adapters it
+    names are loaded (a file that is no LoRA for the model is a 400 here, not a failed job)."""
     form = await read_video_form(request)
     config = request.app[SERVER_CONFIG]
     params = form.resolve(request.app[ENGINE], config.frame_interpolation_dir)
     if params.frame_interpolation is not None:
         await request.app[INTERPOLATOR].check(params.frame_interpolation)
+    await request.app[ENGINE].load_loras(params)
     return form, params
 
 

@@ -20,14 +20,18 @@ from omni.cache import (
 )
 from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all
+from omni.lora.manager import LoraManager
+from omni.lora.rows import assigned
 from omni.models.checks import check_common
 from omni.request import GenerationParams, Request
 from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
 SERVING_DEFAULTS_FILE = "omni.json"
 # Fields every family takes: the scheduler's, and those the engine applies (the sampler, the
-# step cache, previews).
-COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold", "partial_images"})
+# step cache, previews, LoRA: the engine refuses it for a family whose `supports_lora` is False).
+COMMON_FIELDS = frozenset(
+    {"priority", "sampler", "cache", "cache_threshold", "partial_images", "lora"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +102,15 @@ class FamilyAdapter(ABC):
     # The attention modules' arguments that carry one entry per row: what TaylorSeer slices when
     # only some rows compute. None: TaylorSeer is not wired for the family (refused).
     taylorseer_row_args: ClassVar[frozenset[str] | None] = None
+    # Whether per-row LoRA (omni.lora) is wired: every Linear of `lora_target`'s transformer
+    # sees the forward's rows along its first dimension.
+    supports_lora: ClassVar[bool] = False
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype) -> None:
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.loras: LoraManager | None = None  # set by the engine when LoRA is enabled
         self.default_sampler = "euler"
         self.samplers: dict[str, Sampler] = {}
 
@@ -175,10 +183,18 @@ class FamilyAdapter(ABC):
         return self.combine(requests, rows, self.forward_rows(rows))
 
     def forward_rows(self, rows: list[Row]) -> list[torch.Tensor]:
-        """`forward`, through the step caches when some row's request asks for one."""
-        if not any(row.request.params.cache in STEP_CACHES for row in rows):
-            return self.forward(rows)
-        return cached_forward(self, rows)
+        """`forward`, through the step caches when some row's request asks for one, with each
+        row's LoRA adapters (its request's, for both CFG rows)."""
+        with assigned([row.request.lora or () for row in rows]):
+            if not any(row.request.params.cache in STEP_CACHES for row in rows):
+                return self.forward(rows)
+            return cached_forward(self, rows)
+
+    def lora_target(self) -> tuple[type, torch.nn.Module]:
+        """(the diffusers pipeline class whose `lora_state_dict` reads adapter files, the
+        transformer its adapters apply to): the pipeline's `transformer`, as diffusers loads."""
+        pipe = self.pipe  # type: ignore[attr-defined]
+        return type(pipe), pipe.transformer
 
     def row_shape(self, row: Row) -> tuple:
         """What rows must share to run in one unpadded forward (the step cache groups by it)."""

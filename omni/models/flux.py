@@ -35,6 +35,7 @@ class FluxBase(TrueCFGAdapter):
     default_true_cfg = 1.0
     # FluxAttention's per-row inputs; its rotary table is one for all rows of a same-size group.
     taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
+    supports_lora = True
 
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)

@@ -84,6 +84,7 @@ class WanAdapter(FamilyAdapter):
             "image",
         }
     )
+    supports_lora = True  # into `transformer`, as diffusers loads (Wan2.2's second expert: none)
 
     def __init__(
         self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype

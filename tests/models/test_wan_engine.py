@@ -36,11 +36,11 @@ def gradient_image(width: int = 48, height: int = 40) -> Image.Image:
     return Image.fromarray(np.broadcast_to((x // 2 + y // 2), (height, width, 3)).copy())
 
 
-def diffusers_video(model_dir, params: GenerationParams) -> np.ndarray:
-    """WanPipeline (or its image-to-video sibling) as shipped: its own UniPC scheduler, left in
-    place unless the request changes its shift or picks the Euler sampler."""
+def diffusers_video(model_dir, params: GenerationParams, pipe: Any = None) -> np.ndarray:
+    """WanPipeline (or its image-to-video sibling, or `pipe`) as shipped: its own UniPC
+    scheduler, left in place unless the request changes its shift or picks the Euler sampler."""
     pipeline_class = WanPipeline if params.image is None else WanImageToVideoPipeline
-    pipe = pipeline_class.from_pretrained(model_dir)
+    pipe = pipe or pipeline_class.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
     if params.sampler == "euler":
