@@ -12,6 +12,7 @@ from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
 from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress
 from omni.engine.observer import EngineObserver
+from omni.engine.service import ReplicaStatus
 from omni.engine.stats import EngineStats
 from omni.errors import (
     EngineNotReadyError,
@@ -86,6 +87,14 @@ class AsyncEngine:
 
     def stats(self) -> EngineStats:
         return self._engine.stats.copy()
+
+    def replicas(self) -> list[ReplicaStatus]:
+        """None: this engine is the only one (a pool lists its replicas)."""
+        return []
+
+    async def validate(self, params: GenerationParams) -> GenerationParams:
+        """`resolve` for callers that may be talking to a remote engine."""
+        return self.resolve(params)
 
     def resolve(self, params: GenerationParams) -> GenerationParams:
         """The params the model will use; raises InvalidRequestError for ones it cannot serve."""

@@ -67,7 +67,7 @@ async def create_image_edits(request: web.Request) -> web.Response:
         raise ApiError(400, "streaming is not supported", code="unsupported_field", param="stream")
     image, mask_image = await asyncio.to_thread(read_uploads, images, mask)
     params = edit_params(form, image, mask_image, engine.info)
-    engine.resolve(params)  # refuse what the model cannot serve before any work
+    await engine.validate(params)  # refuse what the model cannot serve before any work
     finished = await engine.generate_many(seeded(params, form.n or 1))
     return await images_response(finished, form.output_format or "png")
 

@@ -42,7 +42,7 @@ async def create_images(request: web.Request) -> web.Response:
     check_model(body.model, engine.config.name)
     check_seeds(body.seed, body.n or 1)
     params = generation_params(body, is_video=engine.info.kind == "video")
-    engine.resolve(params)  # refuse a size or field the model cannot serve before any work
+    await engine.validate(params)  # refuse a size or field the model cannot serve before any work
     finished = await engine.generate_many(seeded(params, body.n or 1))
     return await images_response(finished, body.output_format or "png")
 

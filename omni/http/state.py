@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from omni.engine import AsyncEngine
+from omni.engine import EngineService
 from omni.http.config import ServerConfig
 
 SERVER_CONFIG = web.AppKey("server_config", ServerConfig)
-ENGINE = web.AppKey("engine", AsyncEngine)
+ENGINE = web.AppKey("engine", EngineService)
 STARTED_AT = web.AppKey("started_at", int)  # unix time, the `created` of /v1/models
 
 REQUEST_ID = web.RequestKey("request_id", str)

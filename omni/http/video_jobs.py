@@ -23,7 +23,7 @@ from dataclasses import replace
 import msgspec
 from PIL import Image
 
-from omni.engine import AsyncEngine, Progress
+from omni.engine import EngineService, Progress
 from omni.errors import EngineOverloadedError, OmniError
 from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
@@ -43,7 +43,7 @@ QUEUE_FULL_RETRY_AFTER_S = 5
 class VideoJobs:
     """The queue of accepted jobs (ids in memory, the jobs in the store) and the running ones."""
 
-    def __init__(self, engine: AsyncEngine, store: VideoStore, max_queued: int) -> None:
+    def __init__(self, engine: EngineService, store: VideoStore, max_queued: int) -> None:
         self.engine = engine
         self.store = store
         self.max_queued = max_queued

@@ -104,7 +104,7 @@ async def create_video(request: web.Request) -> web.Response:
     jobs = request.app[VIDEO_JOBS]
     key = idempotency_key(request.headers)
     form = await read_video_form(request)
-    params = form.resolve(jobs.engine)
+    params = await form.resolve(jobs.engine)
     job = await jobs.submit(params, key, request_digest(form) if key is not None else None)
     return json_response(job.to_json())
 
@@ -112,7 +112,7 @@ async def create_video(request: web.Request) -> web.Response:
 async def create_video_sync(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     form = await read_video_form(request)
-    params = form.resolve(engine)
+    params = await form.resolve(engine)
     finished = await engine.generate(params, request_id=uuid.uuid4().hex)
     mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
     headers = {
