@@ -21,6 +21,7 @@ APP_NAME = "omni"
 CPU_SHARE_PER_REPLICA = 0.5
 LOAD_TIMEOUT_S = 1800.0  # a large model loading from a cold disk
 HEALTH_CHECK_PERIOD_S = 2.0
+JOINABLE = ("DEPLOYING", "RUNNING", "UNHEALTHY")  # Serve's application states
 
 
 def connect(ray_address: str | None) -> None:
@@ -44,9 +45,9 @@ def deploy(
     connect(ray_address)
     open_board()
     serve.start(proxy_location="Disabled")
-    running = serve.status().applications.get(APP_NAME)
-    if running is not None and running.status == "RUNNING":
-        logger.info("joining the engine replicas already running on the cluster")
+    existing = serve.status().applications.get(APP_NAME)
+    if existing is not None and existing.status in JOINABLE:
+        logger.info("joining the engine replicas already on the cluster (%s)", existing.status)
         return serve.get_app_handle(APP_NAME), False
     options = replica_options(config, num_replicas, ray.cluster_resources().get("GPU", 0.0))
     logger.info("starting %d engine replicas on Ray: %s", num_replicas, options)

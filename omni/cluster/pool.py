@@ -12,7 +12,7 @@ from omni.cluster.board import REPORT_INTERVAL_S, open_board
 from omni.cluster.errors import as_omni_error
 from omni.cluster.stats import merge_stats
 from omni.config import EngineConfig
-from omni.engine import EngineState, EngineStats, Finished, Progress, ReplicaStatus
+from omni.engine import EngineService, EngineState, EngineStats, Finished, Progress, ReplicaStatus
 from omni.engine.observer import EngineObserver
 from omni.errors import EngineNotReadyError, ReplicaLostError
 from omni.models import ModelInfo
@@ -24,7 +24,7 @@ T = TypeVar("T")
 READY_POLL_S = 0.1
 
 
-class ReplicaPool:
+class ReplicaPool(EngineService):
     """Requests go through a Serve handle, which routes each to the less loaded of two replicas
     it picks (power of two choices); statuses come from the board the replicas post to."""
 
@@ -115,10 +115,6 @@ class ReplicaPool:
 
     async def validate(self, params: GenerationParams) -> GenerationParams:
         return await self._call(lambda: self._routed().validate.remote(params))
-
-    async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
-        (finished,) = await self.generate_many([params], [request_id])
-        return finished
 
     async def generate_many(
         self, params: list[GenerationParams], request_ids: list[str | None] | None = None

@@ -12,7 +12,7 @@ from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
 from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress
 from omni.engine.observer import EngineObserver
-from omni.engine.service import ReplicaStatus
+from omni.engine.service import EngineService, ReplicaStatus
 from omni.engine.stats import EngineStats
 from omni.errors import (
     EngineNotReadyError,
@@ -33,7 +33,7 @@ ERRORS_BY_CODE: dict[str, type[OmniError]] = {
 LIVENESS_POLL_S = 1.0
 
 
-class AsyncEngine:
+class AsyncEngine(EngineService):
     def __init__(self, config: EngineConfig, engine: Engine | None = None) -> None:
         self.config = config
         self._engine = engine
@@ -118,10 +118,6 @@ class AsyncEngine:
                 "or video (--max-output-pixels)",
                 param="size" if params.width * params.height > limit else "num_frames",
             )
-
-    async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
-        (finished,) = await self.generate_many([params], [request_id])
-        return finished
 
     async def generate_many(
         self, params: list[GenerationParams], request_ids: list[str | None] | None = None

@@ -30,7 +30,8 @@ class ReplicaStatus:
 
 class EngineService(Protocol):
     """The engine as the HTTP handlers use it. Calls that need the model are async, so a pool
-    can send them to a replica; the rest answer from what the service already knows."""
+    can send them to a replica; the rest answer from what the service already knows.
+    Implementations subclass it for `generate`."""
 
     config: EngineConfig
     observer: EngineObserver
@@ -51,9 +52,10 @@ class EngineService(Protocol):
     def stats(self) -> EngineStats: ...
     def replicas(self) -> list[ReplicaStatus]: ...
     async def validate(self, params: GenerationParams) -> GenerationParams: ...
-    async def generate(
-        self, params: GenerationParams, request_id: str | None = None
-    ) -> Finished: ...
+    async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
+        (finished,) = await self.generate_many([params], [request_id])
+        return finished
+
     async def generate_many(
         self, params: list[GenerationParams], request_ids: list[str | None] | None = None
     ) -> list[Finished]: ...
