@@ -48,7 +48,7 @@ class ReplicaPool(EngineService):
         from omni.cluster.deploy import deploy
 
         try:
-            handle = await asyncio.to_thread(
+            handle, self._started_replicas = await asyncio.to_thread(
                 deploy, self.config, self.num_replicas, self.ray_address
             )
             self._info = await self._call(lambda: handle.info.remote())
