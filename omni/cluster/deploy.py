@@ -36,22 +36,24 @@ def connect(ray_address: str | None) -> None:
     )
 
 
-def deploy(
-    config: EngineConfig, num_replicas: int, ray_address: str | None
-) -> tuple[DeploymentHandle, bool]:
-    """The replicas' handle, once every replica has loaded its model, and whether this call
-    started them: replicas already running on the cluster (deployed by another front end, or
-    by a KubeRay RayService) are joined as they are."""
+def join(ray_address: str | None) -> DeploymentHandle | None:
+    """The handle of replicas already on the cluster (started by another front end, or by a
+    KubeRay RayService), if there are some; the cluster is joined (or started) either way."""
     connect(ray_address)
     open_board()
     serve.start(proxy_location="Disabled")
     existing = serve.status().applications.get(APP_NAME)
-    if existing is not None and existing.status in JOINABLE:
-        logger.info("joining the engine replicas already on the cluster (%s)", existing.status)
-        return serve.get_app_handle(APP_NAME), False
+    if existing is None or existing.status not in JOINABLE:
+        return None
+    logger.info("joining the engine replicas already on the cluster (%s)", existing.status)
+    return serve.get_app_handle(APP_NAME)
+
+
+def start_replicas(config: EngineConfig, num_replicas: int) -> DeploymentHandle:
+    """Returns once every replica has loaded its model."""
     options = replica_options(config, num_replicas, ray.cluster_resources().get("GPU", 0.0))
     logger.info("starting %d engine replicas on Ray: %s", num_replicas, options)
-    return serve.run(replica_app(config, options), name=APP_NAME, route_prefix=None), True
+    return serve.run(replica_app(config, options), name=APP_NAME, route_prefix=None)
 
 
 def replica_app(config: EngineConfig, options: dict[str, Any]) -> Application:
@@ -69,6 +71,7 @@ def replica_options(config: EngineConfig, num_replicas: int, num_gpus: float) ->
         "max_ongoing_requests": capacity,
         "max_queued_requests": config.max_num_waiting,
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+        "logging_config": {"enable_access_log": False},  # as omni's own, off by default
     }
     if config.device == "cpu" or num_gpus == 0:
         options["ray_actor_options"] = {"num_cpus": CPU_SHARE_PER_REPLICA}

@@ -45,12 +45,13 @@ class ReplicaPool(EngineService):
         self._runner = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        from omni.cluster.deploy import deploy
+        from omni.cluster.deploy import join, start_replicas
 
         try:
-            handle, self._started_replicas = await asyncio.to_thread(
-                deploy, self.config, self.num_replicas, self.ray_address
-            )
+            handle = await asyncio.to_thread(join, self.ray_address)
+            if handle is None:
+                self._started_replicas = True  # set first: a stop while they load removes them
+                handle = await asyncio.to_thread(start_replicas, self.config, self.num_replicas)
             self._info = await self._call(lambda: handle.info.remote())
             board = await asyncio.to_thread(open_board)
             self._statuses = await board.read.remote()
