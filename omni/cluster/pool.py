@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ray.serve.handle import DeploymentResponse
 
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
 from omni.cluster.errors import as_omni_error
@@ -20,7 +22,6 @@ from omni.request import GenerationParams
 
 logger = logging.getLogger("omni.cluster")
 
-T = TypeVar("T")
 READY_POLL_S = 0.1
 
 
@@ -150,8 +151,12 @@ class ReplicaPool(EngineService):
             raise EngineNotReadyError(self.error or f"{self.config.model} is still loading")
         return self._handle
 
-    async def _call(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, send: Callable[[], DeploymentResponse]) -> Any:
+        response = send()
         try:
-            return await send()
+            return await response
+        except asyncio.CancelledError:  # the client went away: so does the replica's request
+            response.cancel()
+            raise
         except Exception as exc:
             raise as_omni_error(exc) from exc

@@ -3,6 +3,7 @@ replica killed mid-request costs no request a hang or an unexplained 500, and co
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.http.servers import ServerProcess, stats, wait_until
+from tests.http.servers import ServerProcess, open_request, stats, wait_until
 
 NUM_REPLICAS = 2
 QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
@@ -93,6 +94,25 @@ def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "size"
     assert post_image(server.url, QUICK).status_code == 200
+
+
+def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
+    server: ServerProcess,
+) -> None:
+    aborted_before = stats(server.url)["num_aborted"]
+    body = json.dumps({**QUICK, "size": "1024x1024", "num_inference_steps": 1000}).encode()
+    sock = open_request(server.url, "/v1/images/generations", body)
+    wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to take the request")
+
+    sock.close()
+
+    wait_until(
+        lambda: (
+            busy_replica(server.url) is None and stats(server.url)["num_aborted"] > aborted_before
+        ),
+        60,
+        "the replica to abort the request",
+    )
 
 
 def test_a_killed_replica_fails_or_reruns_its_requests_and_comes_back(
