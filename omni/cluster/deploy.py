@@ -85,6 +85,8 @@ def replica_options(config: EngineConfig, num_replicas: int, num_gpus: float) ->
 
 
 def undeploy(started_replicas: bool, started_cluster: bool) -> None:
+    if not ray.is_initialized():  # the cluster was never reached: nothing to undo
+        return
     if started_replicas:
         serve.delete(APP_NAME)
     if started_cluster:

@@ -11,6 +11,7 @@ from typing import Any
 from ray.serve.handle import DeploymentResponse
 
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
+from omni.cluster.deploy import join, start_replicas, undeploy
 from omni.cluster.errors import as_omni_error
 from omni.cluster.stats import merge_stats
 from omni.config import EngineConfig
@@ -46,8 +47,6 @@ class ReplicaPool(EngineService):
         self._runner = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        from omni.cluster.deploy import join, start_replicas
-
         try:
             handle = await asyncio.to_thread(join, self.ray_address)
             if handle is None:
@@ -69,8 +68,6 @@ class ReplicaPool(EngineService):
                 logger.warning("could not read the replicas' statuses", exc_info=True)
 
     async def stop(self) -> None:
-        from omni.cluster.deploy import undeploy
-
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
