@@ -1,9 +1,9 @@
 """The replicas as a Serve application of their own, for `serve run` and KubeRay's RayService:
 
-    serve run omni.cluster.app:build model=/models/flux num_replicas=4
+    serve run --name omni omni.cluster.app:build model=/models/flux num_replicas=4
 
-A front end started with `--ray-address auto` then joins these replicas instead of starting its
-own. Every other argument is an EngineConfig field, given as text.
+A front end started with `--ray-address auto` then joins the application named omni instead of
+starting replicas of its own. Every other argument is an EngineConfig field, given as text.
 """
 
 from __future__ import annotations
