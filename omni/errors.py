@@ -35,6 +35,12 @@ class EngineNotReadyError(OmniError):
     code = "engine_unavailable"
 
 
+class ReplicaLostError(EngineNotReadyError):
+    """The replica running the request died; the others keep serving: HTTP 503, Retry-After."""
+
+    code = "replica_lost"
+
+
 class RequestFailedError(OmniError):
     """The engine ran the request and it failed (a fault in its batch, a dead worker)."""
 

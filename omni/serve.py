@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -242,6 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="after SIGTERM, seconds that requests and video jobs in flight may take to finish "
         "(new ones get 503); queued video jobs stay queued for the next start",
     )
+    cluster = parser.add_argument_group(
+        "replicas (needs the cluster extra: pip install omni[cluster])"
+    )
+    cluster.add_argument(
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        help="engine replicas, each with its own GPU (a CPU share without GPUs), run as a Ray "
+        "Serve deployment behind this server; more than 1 starts a local Ray cluster unless "
+        "--ray-address joins one",
+    )
+    cluster.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster (auto: the one started on this node with `ray start`, or "
+        "HOST:PORT) and run the replicas on it",
+    )
     return parser
 
 
@@ -279,7 +297,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             max_loras=args.max_loras,
             max_lora_rank=args.max_lora_rank,
         )
-        return ServerConfig(
+        config = ServerConfig(
             engine=engine,
             host=args.host,
             port=args.port,
@@ -298,9 +316,17 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             request_timeout=args.request_timeout,
             send_timeout=args.send_timeout,
             shutdown_timeout=args.shutdown_timeout,
+            data_parallel_size=args.data_parallel_size,
+            ray_address=args.ray_address,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if config.uses_replicas and importlib.util.find_spec("ray") is None:
+        parser.error(
+            "--data-parallel-size and --ray-address run replicas on Ray, which is not installed: "
+            'pip install -e ".[cluster]"'
+        )
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
 from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Preview, Progress
 from omni.engine.observer import EngineObserver
+from omni.engine.service import EngineService, ReplicaStatus
 from omni.engine.stats import EngineStats
 from omni.errors import (
     EngineNotReadyError,
@@ -48,7 +49,7 @@ async def acquire_loras(loras: LoraManager, specs: tuple[LoraSpec, ...]) -> RowS
         raise
 
 
-class AsyncEngine:
+class AsyncEngine(EngineService):
     def __init__(self, config: EngineConfig, engine: Engine | None = None) -> None:
         self.config = config
         self._engine = engine
@@ -109,6 +110,17 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         return self._engine.stats.copy()
 
+    def replicas(self) -> list[ReplicaStatus]:
+        """None: this engine is the only one (a pool lists its replicas)."""
+        return []
+
+    async def validate(self, params: GenerationParams) -> GenerationParams:
+        """`resolve` for callers that may be talking to a remote engine, with the request's LoRA
+        adapters read (a file that is not a LoRA for this model is a 400 here)."""
+        resolved = self.resolve(params)
+        await self.load_loras(resolved)
+        return resolved
+
     def resolve(self, params: GenerationParams) -> GenerationParams:
         """The params the model will use; raises InvalidRequestError for ones it cannot serve."""
         self._check_ready()
@@ -151,10 +163,6 @@ class AsyncEngine:
                 "or video (--max-output-pixels)",
                 param=param,
             )
-
-    async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
-        (finished,) = await self.generate_many([params], [request_id])
-        return finished
 
     async def generate_many(
         self, params: list[GenerationParams], request_ids: list[str | None] | None = None

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from omni.engine import AsyncEngine
+from omni.engine import AsyncEngine, EngineService
 from omni.http import chat, edits, images, info, metrics, playground, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
@@ -29,7 +29,7 @@ def build_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[SERVER_CONFIG] = config
     app[DRAIN] = drain
-    app[ENGINE] = AsyncEngine(config.engine)
+    app[ENGINE] = make_engine(config)
     app[STARTED_AT] = int(time.time())
     app.cleanup_ctx.append(run_engine)
     app.on_response_prepare.append(add_request_id)
@@ -38,6 +38,15 @@ def build_app(config: ServerConfig) -> web.Application:
         playground.add_playground_routes(app)
     metrics.install(app, app[ENGINE])
     return app
+
+
+def make_engine(config: ServerConfig) -> EngineService:
+    """The engine in this process, or its replicas on a Ray cluster."""
+    if not config.uses_replicas:
+        return AsyncEngine(config.engine)
+    from omni.cluster import ReplicaPool  # Ray is an optional extra
+
+    return ReplicaPool(config.engine, config.data_parallel_size, config.ray_address)
 
 
 def add_routes(app: web.Application) -> None:

@@ -103,7 +103,7 @@ async def create_chat_completion(request: web.Request) -> web.Response:
         params = as_edit(params, image, body.strength, engine.info.size_multiple)
     elif body.strength is not None:
         raise ApiError(400, "strength applies to an edit: send an image part", param="strength")
-    engine.resolve(params)
+    await engine.validate(params)
     finished = await engine.generate_many(seeded(params, body.n or 1))
     output_format = body.output_format or "png"
     encoded = await asyncio.to_thread(encode_outputs, [f.output for f in finished], output_format)

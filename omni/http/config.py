@@ -37,6 +37,8 @@ class ServerConfig:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S  # for a body, from its head on: else 408
     send_timeout: float = DEFAULT_SEND_TIMEOUT_S  # a client that reads nothing this long is cut
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # after SIGTERM, for work in flight
+    data_parallel_size: int = 1  # engine replicas; more than one runs them on Ray Serve
+    ray_address: str | None = None  # a Ray cluster to join (auto or HOST:PORT); None: a local one
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -56,5 +58,12 @@ class ServerConfig:
         for name in ("keepalive_timeout", "request_timeout", "send_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        if self.data_parallel_size < 1:
+            raise ValueError("data_parallel_size must be at least 1")
         if not self.shutdown_timeout >= 0:
             raise ValueError("shutdown_timeout must be a number of seconds, 0 or more")
+
+    @property
+    def uses_replicas(self) -> bool:
+        """Whether the engine runs as replicas on a Ray cluster rather than in this process."""
+        return self.data_parallel_size > 1 or self.ray_address is not None

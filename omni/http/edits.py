@@ -79,7 +79,7 @@ async def create_image_edits(request: web.Request) -> web.StreamResponse:
     check_stream(form.stream, form.n)
     image, mask_image = await asyncio.to_thread(read_uploads, images, mask)
     params = edit_params(form, image, mask_image, engine.info)
-    engine.resolve(params)  # refuse what the model cannot serve before any work
+    await engine.validate(params)  # refuse what the model cannot serve before any work
     if form.stream:
         stream = ImageStream(
             "image_edit", form.output_format or "png", form.quality, form.background

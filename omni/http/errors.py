@@ -21,6 +21,7 @@ from omni.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     OmniError,
+    ReplicaLostError,
     RequestAbortedError,
     RequestFailedError,
 )
@@ -175,8 +176,10 @@ def from_omni_error(exc: OmniError) -> ApiError:
         return ApiError(400, message, code=exc.code, param=exc.param)
     if isinstance(exc, ModelNotFoundError):
         return ApiError(404, message, code=exc.code)
-    if isinstance(exc, EngineOverloadedError):
+    if isinstance(exc, EngineOverloadedError | ReplicaLostError):
         headers = {"Retry-After": str(RETRY_AFTER_S)}
+        if isinstance(exc, ReplicaLostError):
+            return ApiError(503, message, code=exc.code, headers=headers)
         return ApiError(503, f"the server is busy: {message}", code=exc.code, headers=headers)
     if isinstance(exc, EngineNotReadyError):
         return ApiError(503, message, code=exc.code)

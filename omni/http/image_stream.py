@@ -23,7 +23,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from omni.engine import AsyncEngine, Finished, Preview
+from omni.engine import EngineService, Finished, Preview
 from omni.http.encoding import as_image, encode_image
 from omni.http.errors import ApiError, ErrorInfo, to_api_error
 from omni.http.schemas import OutputFormat
@@ -106,7 +106,7 @@ class ImageStream:
         self.num_partials = 0
 
     async def run(
-        self, request: web.Request, engine: AsyncEngine, params: GenerationParams
+        self, request: web.Request, engine: EngineService, params: GenerationParams
     ) -> web.StreamResponse:
         """Follow the request in the engine and send its events; raises (a JSON error) only
         before the first event."""

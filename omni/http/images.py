@@ -38,7 +38,7 @@ async def create_images(request: web.Request) -> web.StreamResponse:
     check_seeds(body.seed, body.n or 1)
     check_stream(body.stream, body.n)
     params = generation_params(body, is_video=engine.info.kind == "video")
-    engine.resolve(params)  # refuse a size or field the model cannot serve before any work
+    await engine.validate(params)  # refuse a size or field the model cannot serve before any work
     if body.stream:
         stream = ImageStream(
             "image_generation", body.output_format or "png", body.quality, body.background

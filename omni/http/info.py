@@ -28,7 +28,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def engine_stats(request: web.Request) -> web.Response:
-    """The engine's counters, e.g. `batch_size_counts` shows how requests shared forwards."""
+    """The engine's counters, e.g. `batch_size_counts` shows how requests shared forwards.
+    With replicas: their totals, and each replica's own under `replicas`."""
     engine = request.app[ENGINE]
-    stats = msgspec.to_builtins(engine.stats())
-    return json_response({"state": engine.state.value, **stats})
+    answer = {"state": engine.state.value, **msgspec.to_builtins(engine.stats())}
+    replicas = engine.replicas()
+    if replicas:
+        answer["replicas"] = msgspec.to_builtins(replicas)
+    return json_response(answer)

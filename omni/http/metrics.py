@@ -10,6 +10,7 @@ raw URL, so ids cannot blow up the number of series.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +22,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from omni.engine import AsyncEngine
+from omni.engine import EngineService, ReplicaStatus
 from omni.engine.observer import EngineObserver
 from omni.request import Request
 
@@ -103,10 +106,11 @@ class ServerMetrics(EngineObserver):
         )
         return metric.labels(self.model_name)
 
-    def watch(self, engine: AsyncEngine) -> None:
-        """Queue gauges read the engine's counters at scrape time."""
+    def watch(self, engine: EngineService) -> None:
+        """Queue gauges read the engine's counters (a pool's totals) at scrape time."""
         self.running.labels(self.model_name).set_function(lambda: engine.stats().num_running)
         self.waiting.labels(self.model_name).set_function(lambda: engine.stats().num_waiting)
+        self.registry.register(ReplicaCollector(engine, self.model_name))
 
     def on_forward(self, seconds: float, batch_size: int) -> None:
         self.step.observe(seconds)
@@ -139,6 +143,55 @@ class ServerMetrics(EngineObserver):
         self.http_seconds.labels(self.model_name, request.method, route).observe(seconds)
 
 
+class ReplicaCollector(Collector):
+    """Each replica's counters, labelled `replica`, read at scrape time; none for one engine."""
+
+    def __init__(self, engine: EngineService, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+
+    def collect(self) -> Iterator[Metric]:
+        replicas = self.engine.replicas()
+        if not replicas:
+            return
+        labels = [*MODEL, "replica"]
+        for name, documentation, kind, read in REPLICA_SERIES:
+            family = kind(PREFIX + "replica_" + name, documentation, labels=labels)
+            for replica in replicas:
+                family.add_metric([self.model_name, replica.replica], read(replica))
+            yield family
+
+
+REPLICA_SERIES: tuple[tuple[str, str, Any, Callable[[ReplicaStatus], float]], ...] = (
+    (
+        "up",
+        "1 while the replica's engine is ready",
+        GaugeMetricFamily,
+        lambda r: r.state == "ready",
+    ),
+    (
+        "num_requests_running",
+        "Requests being denoised or decoded",
+        GaugeMetricFamily,
+        lambda r: r.stats.num_running,
+    ),
+    (
+        "num_requests_waiting",
+        "Requests waiting to be scheduled",
+        GaugeMetricFamily,
+        lambda r: r.stats.num_waiting,
+    ),
+    (
+        "requests_finished",
+        "Requests that finished with an output",
+        CounterMetricFamily,
+        lambda r: r.stats.num_finished,
+    ),
+    ("requests_failed", "Requests that failed", CounterMetricFamily, lambda r: r.stats.num_failed),
+    ("requests_aborted", "Requests aborted", CounterMetricFamily, lambda r: r.stats.num_aborted),
+    ("steps", "Denoise forwards run", CounterMetricFamily, lambda r: r.stats.num_steps_run),
+)
+
 METRICS = web.AppKey("metrics", ServerMetrics)
 
 
@@ -147,7 +200,7 @@ def route_of(request: web.Request) -> str:
     return UNMATCHED_ROUTE if resource is None else resource.canonical
 
 
-def install(app: web.Application, engine: AsyncEngine) -> None:
+def install(app: web.Application, engine: EngineService) -> None:
     """Metrics for this app: the engine reports to them, GET /metrics shows them."""
     metrics = ServerMetrics(engine.config.name)
     metrics.watch(engine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from omni.engine import AsyncEngine
+from omni.engine import EngineService
 from omni.http.schemas import ModelCard, ModelDefaults
 
 # Suggested sizes: the default's area at these aspect ratios, at half, equal and twice the side.
@@ -13,7 +13,7 @@ ASPECTS = ((1, 1), (4, 3), (3, 4), (16, 9), (9, 16))
 SIDE_SCALES = (0.5, 1.0, 2.0)
 
 
-def model_card(engine: AsyncEngine, created: int) -> ModelCard:
+def model_card(engine: EngineService, created: int) -> ModelCard:
     card = ModelCard(id=engine.config.name, created=created)
     if not engine.is_ready:  # loading, or failed to load: /health says which
         return card

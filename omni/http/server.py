@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from omni.engine import AsyncEngine, EngineState
+from omni.engine import EngineService, EngineState
 from omni.http.app import build_app
 from omni.http.config import ServerConfig
 from omni.http.connection import AppRunner
@@ -34,7 +34,7 @@ class RunningServer:
     announcer: asyncio.Task[None]
 
     @property
-    def engine(self) -> AsyncEngine:
+    def engine(self) -> EngineService:
         return self.app[ENGINE]
 
     async def drain(self, timeout: float) -> bool:
@@ -82,7 +82,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     return RunningServer(app, runner, url, announcer)
 
 
-async def announce_when_ready(engine: AsyncEngine, url: str) -> None:
+async def announce_when_ready(engine: EngineService, url: str) -> None:
     # Polled rather than awaited in a thread: a server stopped while the model still loads
     # must not leave a thread that the event loop's shutdown would wait for.
     started = time.monotonic()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from omni.engine import AsyncEngine
+from omni.engine import EngineService
 from omni.http.config import ServerConfig
 from omni.interpolation.worker import Interpolator
 
 SERVER_CONFIG = web.AppKey("server_config", ServerConfig)
-ENGINE = web.AppKey("engine", AsyncEngine)
+ENGINE = web.AppKey("engine", EngineService)
 INTERPOLATOR = web.AppKey("interpolator", Interpolator)  # RIFE, beside the engine's threads
 STARTED_AT = web.AppKey("started_at", int)  # unix time, the `created` of /v1/models
 

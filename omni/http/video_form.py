@@ -28,7 +28,7 @@ import msgspec
 from aiohttp import web
 from PIL import Image
 
-from omni.engine import AsyncEngine
+from omni.engine import EngineService
 from omni.http.body import (
     FORM_TYPES,
     FormField,
@@ -111,8 +111,8 @@ class VideoForm:
     request: VideoRequest
     image: Image.Image | None
 
-    def resolve(
-        self, engine: AsyncEngine, interpolation_dir: Path | None = None
+    async def resolve(
+        self, engine: EngineService, interpolation_dir: Path | None = None
     ) -> GenerationParams:
         """The params the model will run, validated by the model; raises a 4xx error.
 
@@ -154,12 +154,12 @@ class VideoForm:
         )
         seconds = parse_seconds(body.seconds)
         if seconds is None:
-            return engine.resolve(params)
+            return await engine.validate(params)
         fps = body.fps or info.default_fps
         num_frames = max(1, math.floor(seconds * fps + 0.5))
-        timed = engine.resolve(replace(params, num_frames=num_frames))
+        timed = await engine.validate(replace(params, num_frames=num_frames))
         if body.num_frames is not None:
-            counted = engine.resolve(params)
+            counted = await engine.validate(params)
             if counted.num_frames != timed.num_frames:
                 raise ApiError(
                     400,
@@ -205,7 +205,7 @@ async def read_video_form(request: web.Request) -> VideoForm:
     return VideoForm(body, image)
 
 
-def check_served_model(body: VideoRequest, has_upload: bool, engine: AsyncEngine) -> None:
+def check_served_model(body: VideoRequest, has_upload: bool, engine: EngineService) -> None:
     """Refuse what the served model cannot make (503 while it loads) before reading images."""
     check_model(body.model, engine.config.name)
     info = engine.info

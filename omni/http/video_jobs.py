@@ -23,7 +23,7 @@ from dataclasses import replace
 import msgspec
 from PIL import Image
 
-from omni.engine import AsyncEngine, Progress
+from omni.engine import EngineService, Progress
 from omni.errors import EngineOverloadedError, OmniError
 from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
@@ -45,7 +45,7 @@ class VideoJobs:
     """The queue of accepted jobs (ids in memory, the jobs in the store) and the running ones."""
 
     def __init__(
-        self, engine: AsyncEngine, store: VideoStore, max_queued: int, interpolator: Interpolator
+        self, engine: EngineService, store: VideoStore, max_queued: int, interpolator: Interpolator
     ) -> None:
         self.engine = engine
         self.interpolator = interpolator

@@ -134,10 +134,9 @@ async def read_video_request(request: web.Request) -> tuple[VideoForm, Generatio
     names are loaded (a file that is no LoRA for the model is a 400 here, not a failed job)."""
     form = await read_video_form(request)
     config = request.app[SERVER_CONFIG]
-    params = form.resolve(request.app[ENGINE], config.frame_interpolation_dir)
+    params = await form.resolve(request.app[ENGINE], config.frame_interpolation_dir)
     if params.frame_interpolation is not None:
         await request.app[INTERPOLATOR].check(params.frame_interpolation)
-    await request.app[ENGINE].load_loras(params)
     return form, params
 
 

@@ -108,6 +108,7 @@ def test_api_key_and_storage_path_come_from_the_environment(
         (["--cache", "teacache"], "--cache"),
         (["--cache", "fbcache", "--cache-threshold", "0"], "threshold must be above 0"),
         (["--cache-threshold", "0.2"], "a cache of type none takes no threshold"),
+        (["--data-parallel-size", "0"], "data_parallel_size"),
     ],
 )
 def test_bad_flags_exit_with_a_message(

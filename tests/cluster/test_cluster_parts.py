@@ -1,0 +1,116 @@
+"""The cluster package's plain parts, without a cluster: placement, counters, errors."""
+
+from __future__ import annotations
+
+import pytest
+from ray.exceptions import ActorDiedError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+
+from omni.cluster.app import build
+from omni.cluster.deploy import replica_options
+from omni.cluster.errors import as_omni_error
+from omni.cluster.stats import merge_stats
+from omni.config import EngineConfig
+from omni.engine import EngineStats
+from omni.errors import InvalidRequestError, RequestFailedError
+from omni.http.errors import from_omni_error
+
+
+def test_each_replica_takes_as_many_requests_as_its_engine_holds() -> None:
+    config = EngineConfig(max_num_running=3, max_num_waiting=5)
+
+    options = replica_options(config, num_replicas=4, num_gpus=0)
+
+    assert options["num_replicas"] == 4
+    assert options["max_ongoing_requests"] == 3 + 5
+    assert options["max_queued_requests"] >= 1
+
+
+def test_without_gpus_replicas_take_a_share_of_a_cpu() -> None:
+    options = replica_options(EngineConfig(), num_replicas=2, num_gpus=0)
+
+    assert 0 < options["ray_actor_options"]["num_cpus"] <= 1
+    assert "num_gpus" not in options["ray_actor_options"]
+
+
+def test_a_cpu_device_takes_no_gpu_even_where_the_cluster_has_some() -> None:
+    options = replica_options(EngineConfig(device="cpu"), num_replicas=2, num_gpus=8)
+
+    assert "num_gpus" not in options["ray_actor_options"]
+
+
+def test_with_gpus_each_replica_takes_one() -> None:
+    options = replica_options(EngineConfig(), num_replicas=2, num_gpus=8)
+
+    assert options["ray_actor_options"]["num_gpus"] == 1
+    assert "placement_group_bundles" not in options
+
+
+def test_cfg_parallel_replicas_take_a_pair_of_gpus_on_one_node() -> None:
+    options = replica_options(EngineConfig(cfg_parallel_size=2), num_replicas=2, num_gpus=8)
+
+    assert options["ray_actor_options"]["num_gpus"] == 2
+    assert options["placement_group_bundles"] == [{"CPU": 1, "GPU": 2}]
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+
+
+def test_replica_counters_add_up() -> None:
+    one = EngineStats(num_running=1, num_finished=4, max_batch_size_seen=3)
+    one.batch_size_counts.update({1: 2, 3: 1})
+    two = EngineStats(num_waiting=2, num_finished=6, max_batch_size_seen=5)
+    two.batch_size_counts.update({1: 1})
+
+    total = merge_stats([one, two])
+
+    assert (total.num_running, total.num_waiting, total.num_finished) == (1, 2, 10)
+    assert total.max_batch_size_seen == 5
+    assert total.batch_size_counts == {1: 3, 3: 1}
+
+
+def test_a_lost_replica_is_a_503_that_says_to_retry() -> None:
+    error = from_omni_error(as_omni_error(ActorDiedError()))
+
+    assert error.status == 503
+    assert "send it again" in error.message
+    assert "Retry-After" in error.headers
+
+
+def test_full_replicas_are_a_503_with_retry_after() -> None:
+    error = from_omni_error(as_omni_error(BackPressureError(10, 10)))
+
+    assert error.status == 503
+    assert "Retry-After" in error.headers
+
+
+def test_an_error_raised_in_a_replica_keeps_its_status_and_field() -> None:
+    raised = InvalidRequestError("width must be a multiple of 16", param="size")
+    wrapped = RayTaskError("validate", "traceback", raised)
+
+    error = from_omni_error(as_omni_error(wrapped))
+
+    assert (error.status, error.param) == (400, "size")
+    assert "multiple of 16" in error.message
+
+
+def test_an_unexpected_error_in_a_replica_is_a_500_with_its_message() -> None:
+    wrapped = RayTaskError("generate_many", "traceback", KeyError("latents"))
+
+    translated = as_omni_error(wrapped)
+
+    assert isinstance(translated, RequestFailedError)
+    assert "KeyError" in str(translated)
+
+
+def test_a_rayservice_builds_the_replicas_from_text_and_yaml_arguments() -> None:
+    args = {"model": "omni-tiny", "num_replicas": "3", "max_num_running": 8, "cache": "fbcache"}
+
+    bound = build(args)._bound_deployment
+
+    assert bound._deployment_config.num_replicas == 3
+    (config, _) = bound.init_args
+    assert config == EngineConfig(model="omni-tiny", max_num_running=8, cache="fbcache")
+
+
+def test_a_rayservice_argument_that_is_no_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_num_runing"):
+        build({"max_num_runing": "8"})

@@ -1,0 +1,164 @@
+"""`--data-parallel-size 2` on a local Ray cluster: requests spread over both replicas, and a
+replica killed mid-request costs no request a hang or an unexplained 500, and comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.http.servers import ServerProcess, open_request, stats, wait_until
+
+NUM_REPLICAS = 2
+QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
+# Long enough on a CPU that a replica is still running it when the test kills the replica.
+SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 40, "n": 2}
+RESTART_TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One Ray cluster for the module: the server starts it and stops it."""
+    folder = tmp_path_factory.mktemp("replicas")
+    args = ["--data-parallel-size", str(NUM_REPLICAS), "--profile-seconds", "0"]
+    process = ServerProcess([*args, "--storage-path", str(folder / "storage")], folder / "log")
+    try:
+        process.wait_healthy()
+        wait_until(lambda: len(ready_replicas(process.url)) == NUM_REPLICAS, 60, "2 replicas")
+        yield process
+    finally:
+        process.stop()
+
+
+def ready_replicas(url: str) -> list[dict[str, Any]]:
+    return [r for r in stats(url).get("replicas", []) if r["state"] == "ready"]
+
+
+def post_image(url: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{url}/v1/images/generations", json=body, timeout=RESTART_TIMEOUT_S)
+
+
+def post_many(url: str, body: dict[str, Any], count: int) -> list[requests.Response]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: post_image(url, body), range(count)))
+
+
+def finished_by_replica(url: str) -> dict[str, int]:
+    return {r["replica"]: r["stats"]["num_finished"] for r in ready_replicas(url)}
+
+
+def test_concurrent_requests_all_succeed_and_both_replicas_serve(server: ServerProcess) -> None:
+    before = finished_by_replica(server.url)
+
+    responses = post_many(server.url, QUICK, 32)
+
+    assert [r.status_code for r in responses] == [200] * 32
+    assert all(len(r.json()["data"]) == 1 for r in responses)
+    # Replicas post their counters every half second: wait for the last ones to arrive.
+    wait_until(
+        lambda: sum(finished_by_replica(server.url).values()) - sum(before.values()) >= 32,
+        30,
+        "the replicas' counters to show the 32 requests",
+    )
+    after = finished_by_replica(server.url)
+    served = {replica: after[replica] - before.get(replica, 0) for replica in after}
+    assert len(served) == NUM_REPLICAS
+    assert all(count > 0 for count in served.values()), served
+    assert stats(server.url)["num_finished"] == sum(after.values())
+
+
+def test_metrics_count_each_replica(server: ServerProcess) -> None:
+    post_image(server.url, QUICK).raise_for_status()
+    replicas = [r["replica"] for r in ready_replicas(server.url)]
+
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+
+    for replica in replicas:
+        assert f'omni:replica_up{{model_name="omni-tiny",replica="{replica}"}} 1.0' in text
+        assert (
+            f'omni:replica_requests_finished_total{{model_name="omni-tiny",replica="{replica}"}}'
+            in text
+        )
+
+
+def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> None:
+    response = post_image(server.url, {**QUICK, "size": "63x63"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "size"
+    assert post_image(server.url, QUICK).status_code == 200
+
+
+def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
+    server: ServerProcess,
+) -> None:
+    aborted_before = stats(server.url)["num_aborted"]
+    body = json.dumps({**QUICK, "size": "1024x1024", "num_inference_steps": 1000}).encode()
+    sock = open_request(server.url, "/v1/images/generations", body)
+    wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to take the request")
+
+    sock.close()
+
+    wait_until(
+        lambda: (
+            busy_replica(server.url) is None and stats(server.url)["num_aborted"] > aborted_before
+        ),
+        60,
+        "the replica to abort the request",
+    )
+
+
+def test_a_killed_replica_fails_or_reruns_its_requests_and_comes_back(
+    server: ServerProcess,
+) -> None:
+    with ThreadPoolExecutor(6) as pool:
+        slow = [pool.submit(post_image, server.url, SLOW) for _ in range(6)]
+        wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to be busy")
+        victim = busy_replica(server.url)
+        os.kill(victim["pid"], signal.SIGKILL)
+        responses = [future.result() for future in slow]
+
+    for response in responses:  # none hangs (the timeout would raise); each says what happened
+        if response.status_code != 200:
+            error = response.json()["error"]
+            assert (response.status_code, error["code"]) == (503, "replica_lost"), error
+            assert "send it again" in error["message"]
+            assert response.headers["Retry-After"]
+    # The replica's requests were either answered with that error or run again elsewhere.
+    rerun = "running them again" in server.log_path.read_text()
+    assert rerun or any(r.status_code == 503 for r in responses)
+    # The other replica serves while Serve restarts the lost one.
+    assert [r.status_code for r in post_many(server.url, QUICK, 4)] == [200] * 4
+    wait_until(
+        lambda: replaced(server.url, victim["pid"]), RESTART_TIMEOUT_S, "Serve to restart it"
+    )
+    assert [r.status_code for r in post_many(server.url, QUICK, 8)] == [200] * 8
+
+
+def busy_replica(url: str) -> dict[str, Any] | None:
+    for replica in ready_replicas(url):
+        if replica["stats"]["num_running"] + replica["stats"]["num_waiting"] > 0:
+            return replica
+    return None
+
+
+def replaced(url: str, lost_pid: int) -> bool:
+    replicas = ready_replicas(url)
+    return len(replicas) == NUM_REPLICAS and lost_pid not in {r["pid"] for r in replicas}
+
+
+def test_replica_flags_set_their_fields(tmp_path: Path) -> None:
+    from omni.serve import parse_config
+
+    config = parse_config(["--data-parallel-size", "3", "--ray-address", "auto"])
+
+    assert (config.data_parallel_size, config.ray_address) == (3, "auto")
+    assert config.uses_replicas
+    assert not parse_config([]).uses_replicas
