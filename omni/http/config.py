@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omni.config import EngineConfig
+from omni.jobs import DEFAULT_LEASE_S, check_store_urls
 from omni.limits import DEFAULT_MAX_QUEUED_VIDEO_JOBS
 
 DEFAULT_STORAGE_PATH = Path.home() / ".cache" / "omni" / "storage"
@@ -27,6 +28,11 @@ class ServerConfig:
     video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
     max_queued_video_jobs: int = DEFAULT_MAX_QUEUED_VIDEO_JOBS  # beyond: POST /v1/videos is 503
     resume_video_jobs: bool = True  # after a restart, run the jobs that were running again
+    job_store: str | None = None  # postgresql://... shared by servers; None: SQLite in storage
+    artifact_store: str | None = None  # s3://bucket/prefix; None: files in storage_path
+    s3_endpoint_url: str | None = None  # an S3-compatible server other than AWS
+    presigned_urls: bool = False  # /content redirects to the artifact store, where it can
+    lease_seconds: float = DEFAULT_LEASE_S  # a running job's owner renews it within this
     access_log: bool = False
     # A connection closes when no whole request head arrives this long after it opened or
     # after its last answer: idle keep-alive and slowloris heads alike.
@@ -44,6 +50,9 @@ class ServerConfig:
             raise ValueError("api_key must not be empty")
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
+        check_store_urls(self.job_store, self.artifact_store)
+        if not self.lease_seconds > 0:
+            raise ValueError("lease_seconds must be a positive number of seconds")
         if self.max_queued_video_jobs < 1:
             raise ValueError("max_queued_video_jobs must be at least 1")
         for name in ("keepalive_timeout", "request_timeout", "send_timeout"):
