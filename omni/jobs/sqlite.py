@@ -99,7 +99,9 @@ class SqliteJobStore(JobStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-        os.close(self._owner)  # closing the descriptor releases the flock
+        if self._owner >= 0:  # closing the descriptor releases the flock
+            os.close(self._owner)
+            self._owner = -1
 
     def reap(self) -> int:
         return 0  # the only owner: its own leases are renewed, and a restart took back the rest
