@@ -199,7 +199,9 @@ class VideoJobs:
                         finished = event
             mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
             previews = await asyncio.to_thread(encode_previews, finished.output)
-            if not await asyncio.to_thread(self.store.complete, job_id, mp4, previews, fence):
+            if await asyncio.to_thread(self.store.complete, job_id, mp4, previews, fence):
+                logger.info("video job %s completed (fence %d)", job_id, fence)
+            else:
                 logger.warning("video job %s: deleted or taken over; result dropped", job_id)
         except asyncio.CancelledError:
             raise  # deleted, or the server is stopping: the store's restart policy takes over

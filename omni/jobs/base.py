@@ -48,7 +48,8 @@ COLUMNS = (
 )
 INPUT_COLUMNS = "params, reference_image, idempotency_key, request_digest"
 DROP_INPUT = "params = NULL, reference_image = NULL"  # a finished job never runs again
-RELEASE = "worker = NULL, lease_until = NULL"
+RELEASE = "worker = NULL, lease_until = NULL"  # back in the queue, for any server to claim
+FINISH = "lease_until = NULL"  # a finished job keeps the worker that finished it
 QUEUED, IN_PROGRESS = JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value
 NO_INPUT_MESSAGE = (
     "the server restarted before this job finished, and no input was kept to run it again; "
@@ -272,7 +273,7 @@ class JobStore:
             return bool(
                 self._exec(
                     "UPDATE videos SET status = ?, error_code = ?, error_message = ?, "
-                    f"completed_at = ?, {DROP_INPUT}, {RELEASE} "
+                    f"completed_at = ?, {DROP_INPUT}, {FINISH} "
                     f"WHERE id = ? AND status IN (?, ?){self._fenced(fence)}",
                     (
                         JobStatus.FAILED.value,
@@ -305,7 +306,7 @@ class JobStore:
         with self._lock:
             updated = self._exec(
                 f"UPDATE videos SET status = ?, progress = 100, completed_at = ?, {DROP_INPUT}, "
-                f"{RELEASE} WHERE id = ? AND status IN (?, ?){self._fenced(fence)}",
+                f"{FINISH} WHERE id = ? AND status IN (?, ?){self._fenced(fence)}",
                 (
                     JobStatus.COMPLETED.value,
                     int(self._clock()),
@@ -406,7 +407,7 @@ class JobStore:
     def _fail_unfinished(self, condition: str, args: Sequence[Any], message: str) -> int:
         return self._exec(
             "UPDATE videos SET status = ?, error_code = ?, error_message = ?, completed_at = ?, "
-            f"{DROP_INPUT}, {RELEASE} WHERE status IN (?, ?) AND {condition}",
+            f"{DROP_INPUT}, {FINISH} WHERE status IN (?, ?) AND {condition}",
             (
                 JobStatus.FAILED.value,
                 SERVER_RESTARTED,
