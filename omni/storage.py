@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omni.files import StorageInUseError, write_atomically
 from omni.jobs.artifacts import PREVIEW_FILES
-from omni.jobs.base import SERVER_RESTARTED
+from omni.jobs.sql import SERVER_RESTARTED
 from omni.jobs.sqlite import DATABASE_FILE
 from omni.jobs.sqlite import SqliteJobStore as VideoStore
 from omni.video_job import JobInput, JobPage, JobStatus, KeyedJob, VideoJob, is_job_id, new_job_id

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from omni.jobs.artifacts import ArtifactStore
-from omni.jobs.base import DEFAULT_LEASE_S, JobStore
+from omni.jobs.base import JobStore
+from omni.jobs.sql import DEFAULT_LEASE_S
 
 SCHEMA_LOCK = 0x6F6D6E69  # a pg_advisory_xact_lock key: servers starting at once create once
 SCHEMA = (

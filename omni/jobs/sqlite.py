@@ -17,7 +17,8 @@ from typing import Any
 
 from omni.files import hold_directory
 from omni.jobs.artifacts import PREVIEW_FILES, ArtifactStore, LocalArtifacts, artifact_name
-from omni.jobs.base import DEFAULT_LEASE_S, JobStore
+from omni.jobs.base import JobStore
+from omni.jobs.sql import DEFAULT_LEASE_S
 from omni.video_job import JobStatus
 
 DATABASE_FILE = "videos.sqlite3"

@@ -5,13 +5,15 @@ lease runs out, completed exactly once."""
 from __future__ import annotations
 
 import re
+import signal
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess
+from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess, wait_until
 from tests.http.test_videos import create, wait_for_job, wait_until_running
 from tests.services import new_bucket, new_database
 from tests.test_media import decode
@@ -57,6 +59,22 @@ def completions(*servers: ServerProcess) -> Counter[str]:
     )
 
 
+def runner(job_id: str, database: str, servers: list[ServerProcess]) -> ServerProcess | None:
+    """The server whose worker id (host:pid) the job's record holds: the one that runs or ran it."""
+    worker = records(database)[job_id][2]
+    return next((s for s in servers if worker == f"{socket.gethostname()}:{s.process.pid}"), None)
+
+
+def running_on(
+    job_id: str, database: str, servers: list[ServerProcess]
+) -> tuple[ServerProcess, ServerProcess]:
+    """Once the job runs: the server running it, and the other one."""
+    wait_until_running(servers[0].url, job_id)
+    running = runner(job_id, database, servers)
+    assert running is not None
+    return running, next(s for s in servers if s is not running)
+
+
 def download(url: str, job_id: str, **kwargs: Any) -> requests.Response:
     return requests.get(f"{url}/v1/videos/{job_id}/content", timeout=30, **kwargs)
 
@@ -90,16 +108,34 @@ def test_two_servers_share_jobs_and_one_finishes_what_a_killed_one_ran(
         redirect = download(second.url, made[0], allow_redirects=False)
         assert redirect.status_code == 307 and redirect.headers["Location"].startswith(s3_endpoint)
         assert download(second.url, made[2]).content == download(first.url, made[2]).content
-        workers = {records(database)[job_id][2] for job_id in made}
-        assert workers == {f"{server_host()}:{server.process.pid}" for server in servers}
+        assert {runner(job_id, database, servers) for job_id in made} == set(servers)
+
+        # A server that hangs past its lease loses its job to the other; when it wakes, its
+        # writes carry a stale fence token and are refused, so the job completes once.
+        hung_job = create(first.url, **SLOW_JOB).json()["id"]
+        hung, other = running_on(hung_job, database, servers)
+        hung.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: runner(hung_job, database, servers) is other,
+                TAKEOVER_TIMEOUT_S,
+                "the other server to take the hung server's job over",
+            )
+        finally:
+            hung.process.send_signal(signal.SIGCONT)
+        assert wait_for_job(other.url, hung_job, TAKEOVER_TIMEOUT_S)["status"] == "completed"
+        wait_until(
+            lambda: re.search(
+                f"video job {hung_job}: (lease lost|deleted or taken over)",
+                hung.log_path.read_text(),
+            ),
+            TAKEOVER_TIMEOUT_S,
+            "the woken server to give the job up",
+        )
 
         # One server dies mid-job: the other finishes the job once the lease runs out.
         slow = create(first.url, **SLOW_JOB).json()["id"]
-        wait_until_running(second.url, slow)
-        victim = next(
-            s for s in servers if records(database)[slow][2].endswith(f":{s.process.pid}")
-        )
-        survivor = second if victim is first else first
+        victim, survivor = running_on(slow, database, servers)
         queued = [create(survivor.url, **QUICK_JOB, seed=10 + i).json()["id"] for i in range(2)]
         victim.process.kill()
         victim.process.wait(30)
@@ -107,22 +143,15 @@ def test_two_servers_share_jobs_and_one_finishes_what_a_killed_one_ran(
             wait_for_job(survivor.url, job_id, TAKEOVER_TIMEOUT_S) for job_id in [slow, *queued]
         ]
         assert [(job["status"], job["error"]) for job in finished] == [("completed", None)] * 3
-        _, fence, worker = records(database)[slow]
-        assert worker == f"{server_host()}:{survivor.process.pid}"
-        assert fence >= 2  # claimed again after the victim's lease ran out
+        assert runner(slow, database, servers) is survivor
+        assert records(database)[slow][1] >= 2  # claimed again after the victim's lease ran out
         assert download(survivor.url, slow).status_code == 200
     finally:
         for server in servers:
             server.stop()
 
-    every = [*made, slow, *queued]
+    every = [*made, hung_job, slow, *queued]
     assert completions(*servers) == Counter(every)  # each job completed once, none lost
     assert {job_id: row[0] for job_id, row in records(database).items()} == dict.fromkeys(
         every, "completed"
     )
-
-
-def server_host() -> str:
-    import socket
-
-    return socket.gethostname()
