@@ -31,7 +31,7 @@ class ServerConfig:
     job_store: str | None = None  # postgresql://... shared by servers; None: SQLite in storage
     artifact_store: str | None = None  # s3://bucket/prefix; None: files in storage_path
     s3_endpoint_url: str | None = None  # an S3-compatible server other than AWS
-    presigned_urls: bool = False  # /content redirects to the artifact store, where it can
+    presigned_urls: bool = False  # /content redirects (307) to the S3 artifact store
     lease_seconds: float = DEFAULT_LEASE_S  # a running job's owner renews it within this
     access_log: bool = False
     # A connection closes when no whole request head arrives this long after it opened or
@@ -51,6 +51,10 @@ class ServerConfig:
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
         check_store_urls(self.job_store, self.artifact_store)
+        if self.presigned_urls and self.artifact_store is None:
+            raise ValueError("presigned_urls needs an artifact_store (--artifact-store s3://...)")
+        if self.s3_endpoint_url is not None and self.artifact_store is None:
+            raise ValueError("s3_endpoint_url needs an artifact_store (--artifact-store s3://...)")
         if not self.lease_seconds > 0:
             raise ValueError("lease_seconds must be a positive number of seconds")
         if self.max_queued_video_jobs < 1:
