@@ -149,9 +149,10 @@ class JobStore(JobTable):
         with self._lock:
             row = self._exec(
                 "UPDATE videos SET worker = ?, fence = fence + 1, lease_until = ? "
-                "WHERE id = (SELECT id FROM videos WHERE status = ? AND worker IS NULL "
-                f"ORDER BY seq LIMIT 1{self.lock_queued}) RETURNING id, fence",
-                (self.worker_id, self._lease_end(), QUEUED),
+                "WHERE status = ? AND worker IS NULL AND id = (SELECT id FROM videos "
+                f"WHERE status = ? AND worker IS NULL ORDER BY seq LIMIT 1{self.lock_queued}) "
+                "RETURNING id, fence",
+                (self.worker_id, self._lease_end(), QUEUED, QUEUED),
             ).fetchone()
         return None if row is None else Claim(row[0], row[1])
 

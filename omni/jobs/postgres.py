@@ -58,7 +58,8 @@ class PostgresJobStore(JobStore):
         import psycopg  # an optional dependency: pip install -e ".[cluster]"
 
         super().__init__(artifacts, retention_s, clock, resume, worker_id, lease_s)
-        self._db = psycopg.connect(url, autocommit=True)
+        self._connect = lambda: psycopg.connect(url, autocommit=True)
+        self._db = self._connect()
         try:
             with self._lock, self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -70,6 +71,8 @@ class PostgresJobStore(JobStore):
             raise
 
     def _exec(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        if self._db.broken:  # the database restarted or the network dropped: connect again
+            self._db = self._connect()
         return self._db.execute(sql.replace("?", "%s"), args)
 
     def close(self) -> None:
