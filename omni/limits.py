@@ -19,9 +19,11 @@ MAX_FPS = 120
 MAX_SECONDS = 3600.0  # seconds * MAX_FPS frames stays a small finite number
 MIN_FLOW_SHIFT, MAX_FLOW_SHIFT = 0.1, 100.0
 MAX_IMAGES = 10  # n of one image request
-MAX_PARTIAL_IMAGES = 3  # OpenAI's bound; omni streams none
-MAX_FRAME_INTERPOLATION_EXP = 4
-MAX_FRAME_INTERPOLATION_SCALE = 4.0
+MAX_PARTIAL_IMAGES = 3  # previews a streamed image request may ask for (OpenAI's bound)
+# RIFE frame interpolation: exp 1 doubles the frame rate, 4 multiplies it by 16; scale is the
+# resolution RIFE estimates flow at (Practical-RIFE offers 0.25 to 4).
+MIN_FRAME_INTERPOLATION_EXP, MAX_FRAME_INTERPOLATION_EXP = 1, 4
+MIN_FRAME_INTERPOLATION_SCALE, MAX_FRAME_INTERPOLATION_SCALE = 0.25, 4.0
 MAX_PROMPT_CHARS = 32_000  # bounds tokenizer time on the engine thread
 
 DEFAULT_LIST_LIMIT = 20
@@ -60,5 +62,15 @@ Strength = Ratio  # an edit's: how far down the noise schedule it starts
 NumImages = Annotated[int, msgspec.Meta(ge=1, le=MAX_IMAGES)]
 PartialImages = Annotated[int, msgspec.Meta(ge=0, le=MAX_PARTIAL_IMAGES)]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
-FrameInterpolationExp = Annotated[int, msgspec.Meta(ge=0, le=MAX_FRAME_INTERPOLATION_EXP)]
-FrameInterpolationScale = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_FRAME_INTERPOLATION_SCALE)]
+FrameInterpolationExp = Annotated[
+    int, msgspec.Meta(ge=MIN_FRAME_INTERPOLATION_EXP, le=MAX_FRAME_INTERPOLATION_EXP)
+]
+FrameInterpolationScale = Annotated[
+    float, msgspec.Meta(ge=MIN_FRAME_INTERPOLATION_SCALE, le=MAX_FRAME_INTERPOLATION_SCALE)
+]
+# Fields whose out-of-range values are a 400 naming the range, as vLLM-Omni answers for them,
+# rather than the schema's 422.
+RANGES_AS_400 = {
+    "frame_interpolation_exp": (MIN_FRAME_INTERPOLATION_EXP, MAX_FRAME_INTERPOLATION_EXP),
+    "frame_interpolation_scale": (MIN_FRAME_INTERPOLATION_SCALE, MAX_FRAME_INTERPOLATION_SCALE),
+}

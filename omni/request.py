@@ -25,6 +25,19 @@ class RequestStatus(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FrameInterpolation:
+    """RIFE run on a video's decoded frames: each gap gets 2**exp - 1 new frames."""
+
+    model: str  # a flownet.pkl directory inside --frame-interpolation-dir, or a built-in name
+    exp: int = 1
+    scale: float = 1.0  # RIFE's flow-estimation resolution: 0.5 estimates flow at half size
+
+    @property
+    def factor(self) -> int:
+        return 2**self.exp
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationParams:
     """What a client asked for. `None` means "the model's default" until the adapter resolves it."""
 
@@ -48,6 +61,24 @@ class GenerationParams:
     sampler: str | None = None  # a name in omni.samplers.SAMPLERS (None: the model's own)
     cache: str | None = None  # "none", "fbcache" or "taylorseer" (None: the server's default)
     cache_threshold: float | None = None  # fbcache's (None: its default); taylorseer takes none
+    partial_images: int | None = None  # previews decoded while it denoises (None: none)
+    # Applied to the decoded frames after the engine is done with the request, not by it.
+    frame_interpolation: FrameInterpolation | None = None
+
+    @property
+    def output_num_frames(self) -> int:
+        """Frames of the video a client gets: N made frames become (N - 1) * 2**exp + 1."""
+        frames = self.num_frames or 1
+        if self.frame_interpolation is None:
+            return frames
+        return (frames - 1) * self.frame_interpolation.factor + 1
+
+    @property
+    def output_fps(self) -> int | None:
+        """The fps the video plays at: times 2**exp when interpolated, so its length stays."""
+        if self.fps is None or self.frame_interpolation is None:
+            return self.fps
+        return self.fps * self.frame_interpolation.factor
 
 
 @dataclass(eq=False)

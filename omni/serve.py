@@ -168,7 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of running them again; queued jobs run either way",
     )
     add_store_arguments(server)
+    server.add_argument(
+        "--frame-interpolation-dir",
+        type=Path,
+        default=None,
+        help="the directory whose subdirectories (each holding RIFE's flownet.pkl) video "
+        "requests may name as frame_interpolation_model_path; its own flownet.pkl, if any, is "
+        "the default (without it, only the built-in omni-tiny-rife is taken)",
+    )
     server.add_argument("--access-log", action="store_true", help="log one line per request")
+    server.add_argument(
+        "--no-playground",
+        dest="playground",
+        action="store_false",
+        help="do not serve the playground page at / and /playground",
+    )
     server.add_argument(
         "--keepalive-timeout",
         type=float,
@@ -277,7 +291,11 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             s3_endpoint_url=args.s3_endpoint_url,
             presigned_urls=args.presigned_urls,
             lease_seconds=args.lease_seconds,
+            frame_interpolation_dir=(
+                args.frame_interpolation_dir.expanduser() if args.frame_interpolation_dir else None
+            ),
             access_log=args.access_log,
+            playground=args.playground,
             keepalive_timeout=args.keepalive_timeout,
             request_timeout=args.request_timeout,
             send_timeout=args.send_timeout,

@@ -35,6 +35,13 @@ def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux_kontext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omni.models.tiny import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-kontext", kontext=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_wan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from omni.models.tiny import build_tiny_wan
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
-from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Progress
+from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Preview, Progress
 from omni.engine.observer import EngineObserver
 from omni.engine.stats import EngineStats
 from omni.errors import (
@@ -21,7 +21,7 @@ from omni.errors import (
     RequestAbortedError,
     RequestFailedError,
 )
-from omni.models import ModelInfo
+from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams, Request
 
 ERRORS_BY_CODE: dict[str, type[OmniError]] = {
@@ -84,6 +84,12 @@ class AsyncEngine:
         self._check_ready()
         return self._engine.adapter.info
 
+    @property
+    def defaults(self) -> ServingDefaults:
+        """The values the model uses for the fields a request leaves out."""
+        self._check_ready()
+        return self._engine.adapter.defaults
+
     def stats(self) -> EngineStats:
         return self._engine.stats.copy()
 
@@ -100,14 +106,20 @@ class AsyncEngine:
 
     def _check_output_pixels(self, params: GenerationParams) -> None:
         limit = self.config.max_output_pixels
-        frames = params.num_frames or 1
+        frames = params.output_num_frames  # interpolated frames count too
         pixels = params.width * params.height * frames
         if limit is not None and pixels > limit:
             made = f"{params.width}x{params.height}" + (f" x {frames} frames" if frames > 1 else "")
+            param = "size" if params.width * params.height > limit else "num_frames"
+            if (
+                param == "num_frames"
+                and params.width * params.height * (params.num_frames or 1) <= limit
+            ):
+                param = "frame_interpolation_exp"
             raise InvalidRequestError(
                 f"{made} is {pixels:,} pixels, over this server's limit of {limit:,} per image "
                 "or video (--max-output-pixels)",
-                param="size" if params.width * params.height > limit else "num_frames",
+                param=param,
             )
 
     async def generate(self, params: GenerationParams, request_id: str | None = None) -> Finished:
@@ -130,8 +142,9 @@ class AsyncEngine:
 
     async def stream(
         self, params: GenerationParams, request_id: str | None = None
-    ) -> AsyncIterator[Progress | Finished]:
-        """Progress events, then one Finished; raises on failure. Closing early aborts."""
+    ) -> AsyncIterator[Progress | Preview | Finished]:
+        """Progress and Preview (partial image) events, then one Finished; raises on failure.
+        Closing early aborts."""
         (request,) = self._make_requests([params], [request_id])
         self._submit([request])
         async with aclosing(self._follow(request.request_id)) as events:
@@ -145,7 +158,7 @@ class AsyncEngine:
                     return event
         raise RequestFailedError("the request ended without a result")
 
-    async def _follow(self, request_id: str) -> AsyncIterator[Progress | Finished]:
+    async def _follow(self, request_id: str) -> AsyncIterator[Progress | Preview | Finished]:
         events = self._streams[request_id]
         finished = False
         try:

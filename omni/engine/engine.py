@@ -18,14 +18,17 @@ from omni.engine.messages import (
     Event,
     Failed,
     Finished,
+    Preview,
     Progress,
     Shutdown,
     Wakeup,
 )
 from omni.engine.observer import EngineObserver
+from omni.engine.partials import DecodedPreview
 from omni.engine.profile import profile_forward
 from omni.engine.runner import Runner
-from omni.engine.stages import InlineStages, ThreadStages
+from omni.engine.stage_threads import ThreadStages
+from omni.engine.stages import InlineStages
 from omni.engine.stats import EngineStats
 from omni.errors import EngineNotReadyError, EngineOverloadedError, RequestAbortedError
 from omni.models import FamilyAdapter, load_model
@@ -164,7 +167,7 @@ class Engine:
         done = self.scheduler.update(output, runner_output)
         if output.denoise:
             self._record_forward(output, start)
-        self._publish_step(output, done)
+        self._publish_step(output, done, runner_output.previews)
         return True
 
     def _record_forward(self, output: SchedulerOutput, start: float) -> None:
@@ -216,9 +219,14 @@ class Engine:
             self.observer.on_failed("aborted")
             self.publish([Failed(request_id, "the request was aborted", RequestAbortedError.code)])
 
-    def _publish_step(self, output: SchedulerOutput, done: list[Request]) -> None:
+    def _publish_step(
+        self, output: SchedulerOutput, done: list[Request], previews: list[DecodedPreview]
+    ) -> None:
         self._count_queues()  # before publishing: a client reading stats must see this step
-        events: list[Event] = [
+        self.stats.num_previews += len(previews)
+        # Previews first: one decoded in the same step as its request's output came before it.
+        events: list[Event] = [Preview(p.request_id, p.steps_done, p.output) for p in previews]
+        events += [
             Progress(r.request_id, r.step_index, r.num_steps)
             for r in output.denoise
             if not r.status.is_finished
@@ -237,6 +245,7 @@ class Engine:
                         cache_skipped_steps=(
                             None if request.cache is None else request.cache.skipped_steps
                         ),
+                        tokens_per_row=request.tokens_per_row,
                     )
                 )
             else:

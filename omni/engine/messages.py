@@ -40,6 +40,15 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """A partial image: the decode of the request's predicted clean latents mid-way."""
+
+    request_id: str
+    steps_done: int
+    output: Any  # a PIL image
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     request_id: str
     params: GenerationParams  # resolved: the seed and defaults actually used
@@ -47,6 +56,7 @@ class Finished:
     queue_time_s: float  # arrival to first denoising step
     inference_time_s: float  # arrival to decoded output
     cache_skipped_steps: int | None = None  # steps a step cache skipped; None without one
+    tokens_per_row: int = 0  # the sequence length one row of it put through the denoiser
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,4 +66,4 @@ class Failed:
     code: str
 
 
-Event = Progress | Finished | Failed
+Event = Progress | Preview | Finished | Failed

@@ -30,8 +30,10 @@ import torch
 import torch.distributed as dist
 
 from omni.config import EngineConfig
+from omni.engine.guard import is_out_of_memory
+from omni.engine.partials import PreviewJob, due_previews
 from omni.engine.runner import Runner, advance
-from omni.engine.stages import InlineStages, is_out_of_memory
+from omni.engine.stages import InlineStages
 from omni.models import FamilyAdapter, load_model
 from omni.models.base import Row
 from omni.request import GenerationParams, Request
@@ -152,6 +154,7 @@ class ParallelStep:
         self.adapter = adapter
         self.group = group
         self.stages = InlineStages(adapter)
+        self.previews: list[PreviewJob] = []  # rank 0's to decode: the partial images due
 
     def prepare(self, requests: list[Request], failed: dict[str, str]) -> None:
         local: dict[str, str] = {}
@@ -190,7 +193,10 @@ class ParallelStep:
         for share, piece in zip(shares, pieces, strict=True):
             for index, row in zip(share, piece, strict=True):
                 prediction[index] = row
-        advance(requests, self.adapter.combine(requests, rows, prediction))
+        outputs = self.adapter.combine(requests, rows, prediction)
+        if self.group.rank == 0:
+            self.previews += due_previews(requests, outputs)
+        advance(requests, outputs)
 
     def _forward(self, rows: list[Row]) -> tuple[list[torch.Tensor] | None, dict[str, Any]]:
         status: dict[str, Any] = {"error": None, "oom": False, "dtype": None}
@@ -248,12 +254,14 @@ class CfgParallelRunner(Runner):
             if not self.worker.is_alive():
                 raise RuntimeError(self._death_message()) from exc
             raise
+        self.stages.submit_previews(self.step.previews)
+        self.step.previews = []
         self.stages.submit_decode(output.decode)
         results = self.stages.collect()
         results.failed.update(failed)
         self.release([r.request_id for r in output.decode] + list(results.failed))
         encoded = [r.request_id for r in output.prepare if r.request_id not in failed]
-        return RunnerOutput(encoded, results.decoded, results.failed)
+        return RunnerOutput(encoded, results.decoded, results.failed, results.previews)
 
     def release(self, request_ids: list[str]) -> None:
         self._released.extend(request_ids)

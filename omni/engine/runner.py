@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from omni.engine.stages import InlineStages, ThreadStages, run_guarded
+from omni.engine.guard import run_guarded
+from omni.engine.partials import due_previews
+from omni.engine.stages import InlineStages
 from omni.models.base import FamilyAdapter
 from omni.request import Request
 from omni.scheduler import RunnerOutput, SchedulerOutput
@@ -25,7 +27,7 @@ def advance(requests: list[Request], outputs: list[torch.Tensor]) -> None:
 
 
 class Runner:
-    def __init__(self, adapter: FamilyAdapter, stages: InlineStages | ThreadStages) -> None:
+    def __init__(self, adapter: FamilyAdapter, stages: InlineStages) -> None:
         self.adapter = adapter
         self.stages = stages
 
@@ -39,7 +41,7 @@ class Runner:
             run_guarded(self._denoise, output.denoise, failed)
         results = self.stages.collect()
         results.failed.update(failed)
-        return RunnerOutput(results.encoded, results.decoded, results.failed)
+        return RunnerOutput(results.encoded, results.decoded, results.failed, results.previews)
 
     def has_results(self) -> bool:
         """Stage work finished since the last step: worth a step even with nothing to denoise."""
@@ -52,4 +54,7 @@ class Runner:
         self.stages.close()
 
     def _denoise(self, requests: list[Request]) -> None:
-        advance(requests, self.adapter.predict(requests))
+        outputs = self.adapter.predict(requests)
+        previews = due_previews(requests, outputs)  # before the update moves the latents
+        advance(requests, outputs)
+        self.stages.submit_previews(previews)

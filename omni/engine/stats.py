@@ -15,6 +15,7 @@ class EngineStats:
     num_finished: int = 0
     num_failed: int = 0
     num_aborted: int = 0
+    num_previews: int = 0  # partial images decoded for streaming clients
     max_batch_size_seen: int = 0
     batch_size_counts: dict[int, int] = field(default_factory=dict)  # requests per forward
     num_rows_run: int = 0  # rows over all forwards, CFG rows included

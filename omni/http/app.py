@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from omni.engine import AsyncEngine
-from omni.http import chat, edits, images, info, metrics, videos
+from omni.http import chat, edits, images, info, metrics, playground, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
@@ -23,7 +23,8 @@ def build_app(config: ServerConfig) -> web.Application:
     drain = Drain()
     middlewares = [metrics.middleware, error_middleware, drain.middleware]
     if config.api_key is not None:
-        middlewares.append(api_key_middleware(config.api_key))
+        is_open = playground.is_page_path if config.playground else None
+        middlewares.append(api_key_middleware(config.api_key, is_open))
     # aiohttp refuses a body of exactly client_max_size bytes; max_body_bytes is allowed.
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[SERVER_CONFIG] = config
@@ -33,6 +34,8 @@ def build_app(config: ServerConfig) -> web.Application:
     app.cleanup_ctx.append(run_engine)
     app.on_response_prepare.append(add_request_id)
     add_routes(app)
+    if config.playground:
+        playground.add_playground_routes(app)
     metrics.install(app, app[ENGINE])
     return app
 

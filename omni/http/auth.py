@@ -1,8 +1,10 @@
-"""Bearer API keys: with a key configured, every route but /health asks for it."""
+"""Bearer API keys: with a key configured, every route but /health (and the playground page's
+files, which hold no data: the page asks for the key) asks for it."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +15,14 @@ OPEN_PATHS = frozenset({"/health"})
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def api_key_middleware(api_key: str) -> Any:
+def api_key_middleware(api_key: str, is_open: Callable[[str], bool] | None = None) -> Any:
+    """`is_open(path)` names more paths served without the key."""
     expected = api_key.encode()
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        path = request.path
+        if path not in OPEN_PATHS and not (is_open is not None and is_open(path)):
             check_bearer(request.headers.get("Authorization"), expected)
         return await handler(request)
 

@@ -33,7 +33,10 @@ class ServerConfig:
     s3_endpoint_url: str | None = None  # an S3-compatible server other than AWS
     presigned_urls: bool = False  # /content redirects (307) to the S3 artifact store
     lease_seconds: float = DEFAULT_LEASE_S  # a running job's owner renews it within this
+    # The allow-list root of RIFE models a video request may name; None: only the built-in one.
+    frame_interpolation_dir: Path | None = None
     access_log: bool = False
+    playground: bool = True  # the page at GET / that makes images and videos in a browser
     # A connection closes when no whole request head arrives this long after it opened or
     # after its last answer: idle keep-alive and slowloris heads alike.
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT_S
@@ -57,6 +60,10 @@ class ServerConfig:
             raise ValueError("s3_endpoint_url needs an artifact_store (--artifact-store s3://...)")
         if not self.lease_seconds > 0:
             raise ValueError("lease_seconds must be a positive number of seconds")
+        if self.frame_interpolation_dir is not None and not self.frame_interpolation_dir.is_dir():
+            raise ValueError(
+                f"frame_interpolation_dir {self.frame_interpolation_dir} is not a directory"
+            )
         if self.max_queued_video_jobs < 1:
             raise ValueError("max_queued_video_jobs must be at least 1")
         for name in ("keepalive_timeout", "request_timeout", "send_timeout"):

@@ -18,10 +18,20 @@ from PIL import Image
 
 from omni.http.body import FORM_TYPES, FormField, read_form, unsupported_media_type
 from omni.http.errors import ApiError, validation_error
+from omni.http.image_stream import ImageStream, check_stream
 from omni.http.images import check_model, check_seeds, images_response, parse_size, seeded
 from omni.http.schemas import OutputFormat
 from omni.http.state import ENGINE
-from omni.limits import Guidance, NumImages, Percent, Priority, Seed, Steps, Strength
+from omni.limits import (
+    Guidance,
+    NumImages,
+    PartialImages,
+    Percent,
+    Priority,
+    Seed,
+    Steps,
+    Strength,
+)
 from omni.media import read_image
 from omni.models.base import ModelInfo
 from omni.request import GenerationParams
@@ -45,6 +55,7 @@ class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     input_fidelity: str | None = None
     output_compression: Percent | None = None
     stream: bool | None = None
+    partial_images: PartialImages | None = None
     strength: Strength | None = None
     negative_prompt: str | None = None
     num_inference_steps: Steps | None = None
@@ -55,7 +66,7 @@ class ImageEditForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sampler: str | None = None
 
 
-async def create_image_edits(request: web.Request) -> web.Response:
+async def create_image_edits(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     if request.content_type not in FORM_TYPES:  # urlencoded gets "image is required"
         raise unsupported_media_type(request, "multipart/form-data")
@@ -63,11 +74,15 @@ async def create_image_edits(request: web.Request) -> web.Response:
     check_can_edit(engine.info)
     check_model(form.model, engine.config.name)
     check_seeds(form.seed, form.n or 1)
-    if form.stream:
-        raise ApiError(400, "streaming is not supported", code="unsupported_field", param="stream")
+    check_stream(form.stream, form.n)
     image, mask_image = await asyncio.to_thread(read_uploads, images, mask)
     params = edit_params(form, image, mask_image, engine.info)
     engine.resolve(params)  # refuse what the model cannot serve before any work
+    if form.stream:
+        stream = ImageStream(
+            "image_edit", form.output_format or "png", form.quality, form.background
+        )
+        return await stream.run(request, engine, params)
     finished = await engine.generate_many(seeded(params, form.n or 1))
     return await images_response(finished, form.output_format or "png")
 
@@ -172,5 +187,6 @@ def edit_params(
         priority=form.priority,
         sampler=form.sampler,
         strength=form.strength,
+        partial_images=form.partial_images if form.stream else None,
     )
     return replace(params, image=image, mask=mask)

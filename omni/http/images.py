@@ -15,6 +15,7 @@ from omni.engine import Finished
 from omni.http.body import read_json
 from omni.http.encoding import as_image, encode_image
 from omni.http.errors import ApiError
+from omni.http.image_stream import ImageStream, check_stream
 from omni.http.schemas import (
     ImageData,
     ImageGenerationRequest,
@@ -29,20 +30,19 @@ from omni.request import GenerationParams
 SIZE = re.compile(r"^\s*(?P<width>[0-9]{1,9})\s*[xX]\s*(?P<height>[0-9]{1,9})\s*$")
 
 
-async def create_images(request: web.Request) -> web.Response:
+async def create_images(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     body = await read_json(request, ImageGenerationRequest)
-    if body.stream:
-        raise ApiError(
-            400,
-            "streaming is not supported: send stream false or leave it out",
-            code="unsupported_field",
-            param="stream",
-        )
     check_model(body.model, engine.config.name)
     check_seeds(body.seed, body.n or 1)
+    check_stream(body.stream, body.n)
     params = generation_params(body, is_video=engine.info.kind == "video")
     engine.resolve(params)  # refuse a size or field the model cannot serve before any work
+    if body.stream:
+        stream = ImageStream(
+            "image_generation", body.output_format or "png", body.quality, body.background
+        )
+        return await stream.run(request, engine, params)
     finished = await engine.generate_many(seeded(params, body.n or 1))
     return await images_response(finished, body.output_format or "png")
 
@@ -111,6 +111,7 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
         cache=cache,
         cache_threshold=cache_threshold,
         num_frames=1 if is_video else None,
+        partial_images=body.partial_images if body.stream else None,
     )
 
 

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from omni.engine.engine import EngineState
 from omni.errors import EngineNotReadyError
-from omni.http.schemas import Health, ModelCard, ModelList, json_response
+from omni.http.model_card import model_card
+from omni.http.schemas import Health, ModelList, json_response
 from omni.http.state import ENGINE, STARTED_AT
 
 
@@ -22,8 +23,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    name = request.app[ENGINE].config.name
-    return json_response(ModelList([ModelCard(id=name, created=request.app[STARTED_AT])]))
+    card = model_card(request.app[ENGINE], request.app[STARTED_AT])
+    return json_response(ModelList([card]))
 
 
 async def engine_stats(request: web.Request) -> web.Response:

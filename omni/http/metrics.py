@@ -73,6 +73,12 @@ class ServerMetrics(EngineObserver):
             "output_pixels", "Width x height x frames of a finished request", PIXELS
         )
         self.decode = self._histogram("vae_decode_seconds", "One VAE decode call", STEP_SECONDS)
+        self.partial_images = Counter(
+            PREFIX + "partial_images",
+            "Partial images (previews) decoded for streamed requests",
+            MODEL,
+            registry=self.registry,
+        ).labels(model_name)
         self.http_requests = Counter(
             PREFIX + "http_requests",
             "HTTP requests by route and status",
@@ -109,6 +115,8 @@ class ServerMetrics(EngineObserver):
     def on_stage(self, kind: str, seconds: float, num_requests: int) -> None:
         if kind == "decode":
             self.decode.observe(seconds)
+        elif kind == "preview":
+            self.partial_images.inc(num_requests)
 
     def on_finished(self, request: Request) -> None:
         self.success.labels(self.model_name, "finished").inc()

@@ -11,12 +11,14 @@ from aiohttp import web
 from omni.http.chat import ChatCompletionRequest
 from omni.http.edits import ImageEditForm
 from omni.http.errors import ErrorBody
+from omni.http.image_stream import CompletedEvent, ErrorEvent, PartialImageEvent
 from omni.http.schemas import Health, ImageGenerationRequest, ImageGenerationResponse, ModelList
 from omni.http.video_form import VideoRequest
 
 JSON = "application/json"
 FORM = "multipart/form-data"
 MP4 = "video/mp4"
+EVENT_STREAM = "text/event-stream"
 
 
 class VideoError(msgspec.Struct):
@@ -57,7 +59,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/v1/stats"): ("The engine's counters", (), "object"),
     ("GET", "/metrics"): ("Prometheus metrics (text format)", (), "text/plain"),
     ("GET", "/openapi.json"): ("This document", (), "object"),
-    ("POST", "/v1/images/generations"): ("Generate images", (JSON,), ImageGenerationResponse),
+    ("POST", "/v1/images/generations"): (
+        "Generate images (SSE with stream)",
+        (JSON,),
+        ImageGenerationResponse,
+    ),
     ("POST", "/v1/chat/completions"): ("An image as a chat answer", (JSON,), "object"),
     ("POST", "/v1/images/edits"): ("Edit an image (FLUX)", (FORM,), ImageGenerationResponse),
     ("POST", "/v1/videos"): ("Queue a video job", (JSON, FORM), VideoObject),
@@ -66,6 +72,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, tuple[str, ...], type | str]] = {
     ("GET", "/v1/videos/{video_id}"): ("One video job", (), VideoObject),
     ("GET", "/v1/videos/{video_id}/content"): ("A finished job's MP4", (), MP4),
     ("DELETE", "/v1/videos/{video_id}"): ("Delete a job and its file", (), "object"),
+    ("GET", "/"): ("The playground page (off with --no-playground)", (), "text/html"),
+    ("GET", "/playground"): ("The playground page (off with --no-playground)", (), "text/html"),
+    ("GET", "/playground/static"): ("The playground's scripts and styles, by name", (), "*/*"),
 }
 REQUEST_SCHEMAS = {
     "/v1/images/generations": ImageGenerationRequest,
@@ -75,7 +84,10 @@ REQUEST_SCHEMAS = {
 SCHEMA_TYPES = (ImageGenerationRequest, ChatCompletionRequest, VideoRequest, ErrorBody, *{
     answer for _, _, answer in OPERATIONS.values() if isinstance(answer, type)
 })  # fmt: skip
-SCHEMA_TYPES = (*SCHEMA_TYPES, ImageEditForm)
+# Routes that answer Server-Sent Events with `stream: true`, and the events they send.
+STREAM_EVENTS = (PartialImageEvent, CompletedEvent, ErrorEvent)
+STREAMED = ("/v1/images/generations", "/v1/images/edits")
+SCHEMA_TYPES = (*SCHEMA_TYPES, ImageEditForm, *STREAM_EVENTS)
 
 
 def ref(schema: type) -> dict[str, str]:
@@ -90,6 +102,8 @@ def operation(path: str, summary: str, bodies: tuple[str, ...], answer: type | s
         content = {JSON: {"schema": {"type": "object"}}}
     else:
         content = {answer: {"schema": {"type": "string", "format": "binary"}}}
+    if path in STREAMED:
+        content[EVENT_STREAM] = {"schema": {"oneOf": [ref(event) for event in STREAM_EVENTS]}}
     error = {"description": "An error", "content": {JSON: {"schema": ref(ErrorBody)}}}
     spec: dict[str, Any] = {
         "summary": summary,

@@ -71,11 +71,30 @@ class ImageGenerationResponse(msgspec.Struct):
     output_format: OutputFormat
 
 
+class ModelDefaults(msgspec.Struct):
+    """What the model uses for the fields a request leaves out (None: no default of its own)."""
+
+    size: str
+    num_inference_steps: int | None
+    guidance_scale: float | None
+    num_frames: int | None = None  # video models only
+    fps: int | None = None
+
+
 class ModelCard(msgspec.Struct):
+    """OpenAI's model object, then omni's fields: all None until the model has loaded."""
+
     id: str
     created: int
     object: str = "model"
     owned_by: str = "omni"
+    kind: Literal["image", "video"] | None = None
+    defaults: ModelDefaults | None = None
+    sizes: list[str] | None = None  # suggestions; any size within the bounds below is accepted
+    size_multiple: int | None = None  # width and height are multiples of this
+    max_side: int | None = None
+    takes_image: bool | None = None  # image-to-video: a video request needs a reference image
+    can_edit: bool | None = None  # serves /v1/images/edits
 
 
 class ModelList(msgspec.Struct):

@@ -4,7 +4,8 @@ Form fields arrive as strings and are converted to the field's type (422 when th
 convert); an empty form field counts as left out. The OpenAI SDK sends nested objects as
 `name[key]` form fields (e.g. `input_reference[image_url]`, or `extra_params[...]` from
 `extra_body`), which are folded back into objects. No field is silently ignored: fields that
-are not built yet answer 400 saying so, and unknown fields answer 422 naming them.
+are not built yet answer 400 saying so, and unknown fields answer 422 naming them. The frame
+interpolation fields are checked by `video_interpolation`.
 
 Frames: `num_frames = round(seconds * fps)`, rounded half up, with `fps` the request's or the
 model's default; the model then rounds any count to one it can generate (Wan: the nearest 4k+1,
@@ -20,6 +21,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -39,8 +41,10 @@ from omni.http.errors import ApiError, ValidationIssue, validation_error
 from omni.http.images import check_model, parse_size
 from omni.http.schemas import CacheSpec, cache_fields
 from omni.http.state import ENGINE
+from omni.http.video_interpolation import frame_interpolation
 from omni.limits import (
     MAX_SECONDS,
+    RANGES_AS_400,
     FlowShift,
     Fps,
     FrameInterpolationExp,
@@ -92,13 +96,11 @@ class VideoRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 # What `extra_params` may carry: the generation fields, each once (here or at the top level).
-EXTRA_PARAM_FIELDS = frozenset(f.name for f in fields(GenerationParams)) - {"prompt", "image"}
-INTERPOLATION_FIELDS = (
-    "enable_frame_interpolation",
-    "frame_interpolation_exp",
-    "frame_interpolation_scale",
-    "frame_interpolation_model_path",
-)
+EXTRA_PARAM_FIELDS = frozenset(f.name for f in fields(GenerationParams)) - {
+    "prompt",
+    "image",
+    "frame_interpolation",  # sent as the four top-level fields
+}
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -107,12 +109,25 @@ class VideoForm:
     request: VideoRequest
     image: Image.Image | None
 
-    def resolve(self, engine: AsyncEngine) -> GenerationParams:
-        """The params the model will run, validated by the model; raises a 4xx error."""
+    def resolve(
+        self, engine: AsyncEngine, interpolation_dir: Path | None = None
+    ) -> GenerationParams:
+        """The params the model will run, validated by the model; raises a 4xx error.
+
+        `interpolation_dir` is the allow-list root of frame-interpolation models.
+        """
         body = self.request
         info = engine.info
         width, height = self._size()
         cache, cache_threshold = video_cache_fields(body.cache)
+        interpolation = frame_interpolation(
+            body.enable_frame_interpolation,
+            body.frame_interpolation_exp,
+            body.frame_interpolation_scale,
+            body.frame_interpolation_model_path,
+            info,
+            interpolation_dir,
+        )
         params = GenerationParams(
             prompt=body.prompt,
             negative_prompt=body.negative_prompt,
@@ -132,6 +147,7 @@ class VideoForm:
             boundary_ratio=body.boundary_ratio,
             flow_shift=body.flow_shift,
             image=self.image,
+            frame_interpolation=interpolation,
         )
         seconds = parse_seconds(body.seconds)
         if seconds is None:
@@ -181,7 +197,6 @@ async def read_video_form(request: web.Request) -> VideoForm:
     check_lora(raw.pop("lora", None))
     fold_extra_params(raw)
     body = convert(raw)
-    check_frame_interpolation(body)
     check_one_reference(body, upload)
     check_served_model(body, upload is not None, request.app[ENGINE])  # before any decoding
     image = await asyncio.to_thread(reference_image, body, upload)  # decoding takes a while
@@ -309,6 +324,13 @@ def convert(raw: dict[str, Any]) -> VideoRequest:
         error = validation_error(exc, VideoRequest)
         expected = expected_type(error.param)
         is_type_error = bool(error.issues) and error.issues[0].type == "type_error"
+        if error.param in RANGES_AS_400 and not is_type_error:
+            low, high = RANGES_AS_400[error.param]
+            raise ApiError(
+                400,
+                f"{error.param} must be between {low:g} and {high:g}, got {raw.get(error.param)!r}",
+                param=error.param,
+            ) from None
         if expected is None or error.param not in raw or not is_type_error:
             raise error from None
         message = f"{error.param} must be {expected}, got {raw[error.param]!r}"
@@ -325,19 +347,6 @@ def expected_type(field: str | None) -> str | None:
             names = [TYPE_NAMES[t] for t in TYPE_NAMES if t in types]
             return " or ".join(names) or None
     return None
-
-
-def check_frame_interpolation(body: VideoRequest) -> None:
-    given = [name for name in INTERPOLATION_FIELDS[1:] if getattr(body, name) is not None]
-    if body.enable_frame_interpolation:  # false is the same as leaving it out
-        given.insert(0, "enable_frame_interpolation")
-    if given:
-        raise ApiError(
-            400,
-            f"frame interpolation is not built yet ({', '.join(given)})",
-            code="unsupported_field",
-            param=given[0],
-        )
 
 
 def parse_seconds(seconds: str | float | None) -> float | None:

@@ -27,6 +27,7 @@ from omni.engine import AsyncEngine, Progress
 from omni.errors import EngineOverloadedError, OmniError
 from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
+from omni.interpolation.worker import Interpolator
 from omni.jobs import Claim, JobStore
 from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
 from omni.media import encode_mp4
@@ -49,8 +50,11 @@ class LeaseLostError(Exception):
 class VideoJobs:
     """The queue of accepted jobs (in the store) and the ones this server runs."""
 
-    def __init__(self, engine: AsyncEngine, store: JobStore, max_queued: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, store: JobStore, max_queued: int, interpolator: Interpolator
+    ) -> None:
         self.engine = engine
+        self.interpolator = interpolator
         self.store = store
         self.max_queued = max_queued
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -100,7 +104,7 @@ class VideoJobs:
             progress=0,
             model=self.engine.config.name,
             prompt=params.prompt,
-            seconds=f"{params.num_frames / params.fps:g}",
+            seconds=f"{params.output_num_frames / params.output_fps:g}",
             size=f"{params.width}x{params.height}",
         )
         # Shielded: a client that disconnects mid-insert must not leave a record that is in the
@@ -197,8 +201,10 @@ class VideoJobs:
                                 raise LeaseLostError(job_id)
                     else:
                         finished = event
-            mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
-            previews = await asyncio.to_thread(encode_previews, finished.output)
+            interpolation = finished.params.frame_interpolation
+            frames = await self.interpolator.run(finished.output, interpolation)
+            mp4 = await asyncio.to_thread(encode_mp4, frames, finished.params.output_fps)
+            previews = await asyncio.to_thread(encode_previews, frames)
             if await asyncio.to_thread(self.store.complete, job_id, mp4, previews, fence):
                 logger.info("video job %s completed (fence %d)", job_id, fence)
             else:

@@ -20,13 +20,15 @@ from omni.http.content import send_artifact
 from omni.http.errors import ApiError
 from omni.http.images import cache_headers
 from omni.http.schemas import json_response
-from omni.http.state import ENGINE, SERVER_CONFIG
-from omni.http.video_form import read_video_form
+from omni.http.state import ENGINE, INTERPOLATOR, SERVER_CONFIG
+from omni.http.video_form import VideoForm, read_video_form
 from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
+from omni.interpolation.worker import Interpolator
 from omni.jobs import JobStore, open_job_store
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
 from omni.previews import SPRITESHEET_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
+from omni.request import GenerationParams
 from omni.video_job import JobStatus, VideoJob
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,10 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
         config.s3_endpoint_url,
         config.lease_seconds,
     )
-    jobs = VideoJobs(app[ENGINE], store, config.max_queued_video_jobs)
+    engine = app[ENGINE]
+    interpolator = Interpolator(engine.config.torch_device)
+    app[INTERPOLATOR] = interpolator
+    jobs = VideoJobs(engine, store, config.max_queued_video_jobs, interpolator)
     app[VIDEO_JOBS] = jobs
     await jobs.start()
     sweeper = asyncio.create_task(sweep_expired(store)) if store.retention_s else None
@@ -81,6 +86,7 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
             sweeper.cancel()
             await asyncio.wait([sweeper])
         await jobs.close()
+        await asyncio.to_thread(interpolator.close)
         await asyncio.to_thread(store.close)
 
 
@@ -110,24 +116,34 @@ async def sweep_expired(store: JobStore) -> None:
 async def create_video(request: web.Request) -> web.Response:
     jobs = request.app[VIDEO_JOBS]
     key = idempotency_key(request.headers)
-    form = await read_video_form(request)
-    params = form.resolve(jobs.engine)
+    form, params = await read_video_request(request)
     job = await jobs.submit(params, key, request_digest(form) if key is not None else None)
     return json_response(job.to_json())
 
 
 async def create_video_sync(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    form = await read_video_form(request)
-    params = form.resolve(engine)
+    _, params = await read_video_request(request)
     finished = await engine.generate(params, request_id=uuid.uuid4().hex)
-    mp4 = await asyncio.to_thread(encode_mp4, finished.output, finished.params.fps)
+    interpolation = finished.params.frame_interpolation
+    frames = await request.app[INTERPOLATOR].run(finished.output, interpolation)
+    mp4 = await asyncio.to_thread(encode_mp4, frames, finished.params.output_fps)
     headers = {
         "x-inference-time-s": f"{finished.inference_time_s:.4f}",
         "x-queue-time-s": f"{finished.queue_time_s:.4f}",
         "x-seed": str(finished.params.seed),
     } | cache_headers([finished])
     return web.Response(body=mp4, content_type=MP4_CONTENT_TYPE, headers=headers)
+
+
+async def read_video_request(request: web.Request) -> tuple[VideoForm, GenerationParams]:
+    """The form and the params it resolves to; the interpolation model it names is loaded."""
+    form = await read_video_form(request)
+    config = request.app[SERVER_CONFIG]
+    params = form.resolve(request.app[ENGINE], config.frame_interpolation_dir)
+    if params.frame_interpolation is not None:
+        await request.app[INTERPOLATOR].check(params.frame_interpolation)
+    return form, params
 
 
 async def get_video(request: web.Request) -> web.Response:

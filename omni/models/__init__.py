@@ -9,10 +9,17 @@ import torch
 
 from omni.config import EngineConfig
 from omni.errors import ModelNotFoundError
-from omni.models.base import FamilyAdapter, ModelInfo
+from omni.models.base import FamilyAdapter, ModelInfo, ServingDefaults
 from omni.models.registry import adapter_class
 
-__all__ = ["FamilyAdapter", "ModelInfo", "load_adapter", "load_model", "resolve_model_dir"]
+__all__ = [
+    "FamilyAdapter",
+    "ModelInfo",
+    "ServingDefaults",
+    "load_adapter",
+    "load_model",
+    "resolve_model_dir",
+]
 
 
 def resolve_model_dir(model: str) -> Path:

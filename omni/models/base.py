@@ -25,8 +25,9 @@ from omni.request import GenerationParams, Request
 from omni.samplers import Sampler, Schedule, ScheduleInputs, samplers_for
 
 SERVING_DEFAULTS_FILE = "omni.json"
-# Fields every family takes: the scheduler's, and the sampler, which the engine applies.
-COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold"})
+# Fields every family takes: the scheduler's, and those the engine applies (the sampler, the
+# step cache, previews).
+COMMON_FIELDS = frozenset({"priority", "sampler", "cache", "cache_threshold", "partial_images"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class ModelInfo:
     default_fps: int | None = None
     default_num_frames: int | None = None
     takes_image: bool = False  # an image-to-video model: requests carry a reference image
+    # The RIFE model of requests that name none (omni.json's `frame_interpolation_model`).
+    default_frame_interpolation_model: str | None = None
     can_edit: bool = False  # takes /v1/images/edits: image, mask and strength
 
 
@@ -56,6 +59,7 @@ class ServingDefaults:
     guidance_scale_2: float | None = None
     num_frames: int | None = None
     fps: int | None = None
+    frame_interpolation_model: str | None = None
 
     @classmethod
     def read(cls, model_dir: Path, **base: Any) -> ServingDefaults:
@@ -84,6 +88,7 @@ class FamilyAdapter(ABC):
     """
 
     kind: ClassVar[Literal["image", "video"]]
+    defaults: ServingDefaults  # set by each family when it loads
     supported_fields: ClassVar[frozenset[str]]
     # The transformer blocks' arguments that carry one entry per row: what First-Block Cache
     # slices when only some rows run the remaining blocks (the rest are shared by all rows).

@@ -1,4 +1,5 @@
-"""The request checks every family shares: prompt, steps, size, seed, priority, sampler, cache."""
+"""The request checks every family shares: prompt, steps, size, seed, priority, previews,
+sampler, cache."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from omni.cache import check_cache
 from omni.errors import InvalidRequestError
-from omni.limits import MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from omni.limits import MAX_PARTIAL_IMAGES, MAX_PRIORITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 from omni.request import GenerationParams
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ def check_common(adapter: FamilyAdapter, params: GenerationParams) -> Generation
     if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise InvalidRequestError(
             f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}", param="priority"
+        )
+    partial_images = params.partial_images
+    if partial_images is not None and not 0 <= partial_images <= MAX_PARTIAL_IMAGES:
+        raise InvalidRequestError(
+            f"partial_images must be between 0 and {MAX_PARTIAL_IMAGES}, got {partial_images}",
+            param="partial_images",
         )
     if params.sampler is not None and params.sampler not in adapter.samplers:
         raise InvalidRequestError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import torch
@@ -22,50 +22,23 @@ MAX_SEQUENCE_LENGTH = 512
 FluxCond = PooledTextCond  # [1, text_len, joint_attention_dim] and [1, pooled_projection_dim]
 
 
-class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
+class FluxBase(TrueCFGAdapter):
+    """FLUX.1's text-to-image: what FluxPipeline and FluxKontextPipeline models share. A row's
+    transformer tokens are its latents, then any tokens of its own (`_row_tokens`, Kontext's
+    reference image) that the prediction drops again."""
+
     pipeline_class = FluxPipeline
     family = "flux"  # one denoiser: every size shares the forward
     cond_class = PooledTextCond
     default_steps = 28
     default_guidance = 3.5
     default_true_cfg = 1.0
-    supported_fields = TrueCFGAdapter.supported_fields | EDIT_FIELDS
-    can_edit = True
     # FluxAttention's per-row inputs; its rotary table is one for all rows of a same-size group.
     taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
 
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
-        self._setup_edits()
-
-    # Edits (omni.models.flux_edit) -------------------------------------------------------------
-
-    def resolve(self, params: GenerationParams) -> GenerationParams:
-        return self.resolve_edit(super().resolve(params))
-
-    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
-        keys, rows = super().plan(params)
-        return self.edit_plan(keys, params), rows
-
-    def schedule(self, params: GenerationParams) -> Schedule:
-        return self.edit_schedule(super().schedule(params), params)
-
-    def start_sampling(self, request: Request) -> None:
-        """An edit's schedule is the full one's tail, so its sampler starts mid-way."""
-        params = request.params
-        sampler = self.samplers[params.sampler or self.default_sampler]
-        full = sampler.schedule(params.num_inference_steps, self.schedule_inputs(params))
-        schedule = self.edit_schedule(full, params)
-        request.sampler = sampler
-        request.sigmas, request.timesteps = schedule.sigmas, schedule.timesteps
-        request.sampler_state = sampler.start(schedule)
-
-    def prepare(self, requests: list[Request]) -> None:
-        super().prepare(requests)
-        for request in requests:
-            if request.params.image is not None:
-                self.prepare_edit(request)
 
     def _text_tokens(self, params: GenerationParams) -> int:
         return self.max_sequence_length
@@ -97,7 +70,7 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         embeds = [row.request.cond.embeds(row.uncond) for row in rows]
         pooled = [row.request.cond.pooled_for(row.uncond) for row in rows]
-        latents = [r.request.latents for r in rows]
+        latents = [self._row_tokens(r.request) for r in rows]
         inputs = dict(
             # FluxPipeline passes t in the latents' dtype, divided by 1000.
             timestep=self._timesteps(rows).to(self.device, latents[0].dtype) / 1000,
@@ -105,16 +78,17 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
             pooled_projections=torch.cat(pooled),
             return_dict=False,
         )
-        if len({(x.shape, e.shape) for x, e in zip(latents, embeds, strict=True)}) > 1:
+        shapes = zip(latents, embeds, rows, strict=True)
+        if len({(x.shape, e.shape, self._row_layout(r.request)) for x, e, r in shapes}) > 1:
             return self._forward_padded(rows, latents, embeds, inputs)
         prediction = self.pipe.transformer(
             hidden_states=torch.cat(latents),
             encoder_hidden_states=torch.cat(embeds),
             txt_ids=self._text_ids(embeds[0].shape[1]),
-            img_ids=self._image_ids_for(rows[0].request.params),
+            img_ids=self._row_ids(rows[0].request),
             **inputs,
         )[0]
-        return list(prediction.split(1))
+        return own_tokens(rows, prediction.split(1))
 
     def _forward_padded(
         self,
@@ -129,13 +103,13 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
         hidden, image_valid = pad_rows(latents)
         text, text_valid = pad_rows(embeds)
         text_ids = self._text_ids(text.shape[1])
-        tables: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        tables: dict[Hashable, tuple[torch.Tensor, torch.Tensor]] = {}
         for row in rows:
-            params = row.request.params
-            if self._latent_size(params) not in tables:
-                ids = torch.cat([text_ids, self._image_ids_for(params)])
-                tables[self._latent_size(params)] = transformer.pos_embed(ids)
-        row_tables = [tables[self._latent_size(row.request.params)] for row in rows]
+            layout = self._row_layout(row.request)
+            if layout not in tables:
+                ids = torch.cat([text_ids, self._row_ids(row.request)])
+                tables[layout] = transformer.pos_embed(ids)
+        row_tables = [tables[self._row_layout(row.request)] for row in rows]
         cos, _ = pad_rows([table[0][None] for table in row_tables])
         sin, _ = pad_rows([table[1][None] for table in row_tables])
         mask = key_mask(torch.cat([text_valid, image_valid], dim=1), hidden.dtype)
@@ -151,10 +125,21 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
                 encoder_hidden_states=text,
                 txt_ids=text_ids,
                 # Sized like the padded batch; the processors use the rows' own tables instead.
-                img_ids=self._image_ids_for(rows[longest].request.params),
+                img_ids=self._row_ids(rows[longest].request),
                 **inputs,
             )[0]
-        return unpad(prediction, [x.shape[1] for x in latents])
+        return own_tokens(rows, unpad(prediction, [x.shape[1] for x in latents]))
+
+    def _row_tokens(self, request: Request) -> torch.Tensor:
+        """The image tokens a row of the request puts through the transformer."""
+        return request.latents
+
+    def _row_layout(self, request: Request) -> Hashable:
+        """What decides the positions of those tokens: rows that share it share `_row_ids`."""
+        return self._latent_size(request.params)
+
+    def _row_ids(self, request: Request) -> torch.Tensor:
+        return self._image_ids_for(request.params)
 
     def _text_ids(self, text_len: int) -> torch.Tensor:
         return torch.zeros(text_len, 3, device=self.device, dtype=self.dtype)
@@ -172,6 +157,50 @@ class FluxAdapter(FluxEditMixin, TrueCFGAdapter):
         return FluxPipeline._unpack_latents(
             latents, params.height, params.width, self.vae_scale_factor
         )
+
+
+class FluxAdapter(FluxEditMixin, FluxBase):
+    """FluxPipeline models, with image-to-image and inpainting (omni.models.flux_edit)."""
+
+    supported_fields = FluxBase.supported_fields | EDIT_FIELDS
+    can_edit = True
+
+    def _setup(self) -> None:
+        super()._setup()
+        self._setup_edits()
+
+    # Edits (omni.models.flux_edit) -------------------------------------------------------------
+
+    def resolve(self, params: GenerationParams) -> GenerationParams:
+        return self.resolve_edit(super().resolve(params))
+
+    def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
+        keys, rows = super().plan(params)
+        return self.edit_plan(keys, params), rows
+
+    def schedule(self, params: GenerationParams) -> Schedule:
+        return self.edit_schedule(super().schedule(params), params)
+
+    def start_sampling(self, request: Request) -> None:
+        """An edit's schedule is the full one's tail, so its sampler starts mid-way."""
+        params = request.params
+        sampler = self.samplers[params.sampler or self.default_sampler]
+        full = sampler.schedule(params.num_inference_steps, self.schedule_inputs(params))
+        schedule = self.edit_schedule(full, params)
+        request.sampler = sampler
+        request.sigmas, request.timesteps = schedule.sigmas, schedule.timesteps
+        request.sampler_state = sampler.start(schedule)
+
+    def prepare(self, requests: list[Request]) -> None:
+        super().prepare(requests)
+        for request in requests:
+            if request.params.image is not None:
+                self.prepare_edit(request)
+
+
+def own_tokens(rows: list[Row], predictions: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Each row's prediction for its latents: the tokens a row adds after them are dropped."""
+    return [p[:, : r.request.latents.shape[1]] for p, r in zip(predictions, rows, strict=True)]
 
 
 class _PaddedFluxAttnProcessor:

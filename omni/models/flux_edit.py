@@ -89,6 +89,10 @@ class FluxEditMixin:
                 f"{params.image.size[0]}x{params.image.size[1]}: send them the same size",
                 param="mask",
             )
+        if strength == 1.0 and params.mask is None:
+            # Pure noise at sigma 1: the image cannot show, so this is the seed's text-to-image
+            # request (diffusers draws a VAE sample first and so starts from other noise).
+            return replace(params, image=None, strength=None)
         return replace(params, strength=strength)
 
     def edit_plan(self, keys: tuple[Hashable, ...], params: GenerationParams) -> tuple:

@@ -68,6 +68,7 @@ class LTXAdapter(FamilyAdapter):
             "height",
             "num_frames",
             "fps",
+            "frame_interpolation",
             "num_inference_steps",
             "guidance_scale",
             "seed",
@@ -112,6 +113,7 @@ class LTXAdapter(FamilyAdapter):
             max_side=MAX_SIDE,
             default_fps=self.defaults.fps,
             default_num_frames=self.defaults.num_frames,
+            default_frame_interpolation_model=self.defaults.frame_interpolation_model,
         )
 
     # Requests --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from omni.models.base import FamilyAdapter
 
 FAMILIES: dict[str, str] = {
     "FluxPipeline": "omni.models.flux:FluxAdapter",
+    "FluxKontextPipeline": "omni.models.flux_kontext:FluxKontextAdapter",
     "WanPipeline": "omni.models.wan:WanAdapter",
     "WanImageToVideoPipeline": "omni.models.wan:WanAdapter",
     "QwenImagePipeline": "omni.models.qwen_image:QwenImageAdapter",

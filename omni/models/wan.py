@@ -74,6 +74,7 @@ class WanAdapter(FamilyAdapter):
             "height",
             "num_frames",
             "fps",
+            "frame_interpolation",
             "num_inference_steps",
             "guidance_scale",
             "guidance_scale_2",
@@ -148,6 +149,7 @@ class WanAdapter(FamilyAdapter):
             max_side=self.max_side,
             default_fps=self.defaults.fps,
             default_num_frames=self.defaults.num_frames,
+            default_frame_interpolation_model=self.defaults.frame_interpolation_model,
             takes_image=self.is_image_to_video,
         )
 

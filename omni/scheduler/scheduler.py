@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from omni.errors import EngineOverloadedError
 from omni.limits import (
@@ -68,6 +69,7 @@ class RunnerOutput:
     encoded: list[str] = field(default_factory=list)  # ready to denoise
     decoded: list[str] = field(default_factory=list)  # output set: finished
     failed: dict[str, str] = field(default_factory=dict)  # request_id -> error message
+    previews: list[Any] = field(default_factory=list)  # partial images, for the engine to publish
 
 
 @dataclass(slots=True)

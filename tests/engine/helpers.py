@@ -71,9 +71,12 @@ def generate_all(model_dir: Path | str, params_list: list[GenerationParams], **c
     return run(scenario(), timeout=300)
 
 
-def diffusers_image(model_dir: Path | str, params: GenerationParams) -> Any:
-    """The same request through diffusers' own FluxPipeline.__call__, for comparison."""
-    pipe = FluxPipeline.from_pretrained(model_dir)
+def diffusers_image(
+    model_dir: Path | str, params: GenerationParams, pipe: Any = None, **extra: Any
+) -> Any:
+    """The same request through diffusers' own FluxPipeline.__call__, for comparison: or that
+    of `pipe` (another FLUX pipeline, or one a test hooks into), with `extra` arguments."""
+    pipe = pipe or FluxPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     cfg = {}
     if params.negative_prompt is not None:
@@ -87,4 +90,5 @@ def diffusers_image(model_dir: Path | str, params: GenerationParams) -> Any:
         generator=torch.Generator("cpu").manual_seed(params.seed),
         max_sequence_length=pipe.tokenizer_2.model_max_length,
         **cfg,
+        **extra,
     ).images[0]

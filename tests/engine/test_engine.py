@@ -101,6 +101,16 @@ def test_mixed_sizes_share_forwards_and_each_image_matches_the_request_alone(tin
         assert_same_image(packed.output, diffusers_image(tiny_flux_dir, params))
 
 
+def test_sizes_of_equal_token_counts_each_keep_their_own_positions(tiny_flux_dir):
+    """32x64 and 64x32 have as many tokens as each other, so their rows are the same shape:
+    only their rotary positions tell them apart."""
+    tall, wide = image_params(width=32, height=64), image_params(width=64, height=32)
+    results, stats = generate_all(tiny_flux_dir, [tall, wide])
+    assert stats.max_batch_size_seen == 2
+    for packed, params in zip(results, (tall, wide), strict=True):
+        assert_same_image(packed.output, diffusers_image(tiny_flux_dir, params))
+
+
 def test_abort_frees_the_slot_and_leaves_others_untouched(tiny_flux_dir):
     survivor = image_params(seed=5, num_inference_steps=8)
 

@@ -63,13 +63,17 @@ def assert_disconnect_aborts(url: str) -> None:
         wait_until(lambda: stats(url)["num_running"] == 1, 30, "the request to start denoising")
     finally:
         sock.close()
+    assert_dropped(url, before, MANY_STEPS)
+
+
+def assert_dropped(url: str, before: dict, num_steps: int) -> None:
+    """The engine aborts the one request of `num_steps` sent since `before`, unfinished."""
     wait_until(
         lambda: (s := stats(url))["num_aborted"] > before["num_aborted"] and s["num_running"] == 0,
         30,
         "the engine to drop the request",
     )
-
     after = stats(url)
     assert after["num_aborted"] == before["num_aborted"] + 1
     assert after["num_finished"] == before["num_finished"]
-    assert after["num_steps_run"] - before["num_steps_run"] < MANY_STEPS
+    assert after["num_steps_run"] - before["num_steps_run"] < num_steps

@@ -198,11 +198,3 @@ def test_openai_fields_omni_has_no_use_for_are_accepted(url: str) -> None:
     response = requests.post(f"{url}{IMAGES}", json=body, timeout=60)
 
     assert response.status_code == 200, response.text
-
-
-def test_streaming_images_is_refused(url: str) -> None:
-    response = requests.post(f"{url}{IMAGES}", json={"prompt": "a", "stream": True}, timeout=30)
-
-    error = assert_error_body(response, 400)["error"]
-    assert (error["param"], error["code"]) == ("stream", "unsupported_field")
-    assert "streaming is not supported" in error["message"]

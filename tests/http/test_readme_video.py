@@ -31,15 +31,22 @@ def run_example(command: list[str], url: str, cwd: Path) -> Path:
 def test_readme_serves_the_video_model_on_the_examples_port() -> None:
     serve = "python -m omni.serve --model omni-tiny-video --port 8001"
     assert any(block.strip() == serve for block in code_blocks("bash"))
-    assert len(video_examples("bash")) == 1 and len(video_examples("python")) == 1
+    assert len(video_examples("bash")) == 2 and len(video_examples("python")) == 2
 
 
 @pytest.mark.parametrize(
-    ("language", "frames"),
-    [("bash", 9), ("python", 9)],  # 9 frames asked; 1 s at 8 fps = 8 rounds to 9 (4k+1)
+    ("language", "index", "frames", "fps"),
+    [
+        ("bash", 0, 9, 8),  # 9 frames asked
+        ("python", 0, 9, 8),  # 1 s at 8 fps = 8 frames, rounded to 9 (4k+1)
+        ("bash", 1, 33, 32),  # frame interpolation: (9 - 1) * 2**2 + 1 at 8 * 2**2 fps
+        ("python", 1, 17, 16),  # (9 - 1) * 2 + 1 at 8 * 2 fps
+    ],
 )
-def test_the_video_examples_write_mp4s(video_url: str, tmp_path: Path, language, frames) -> None:
-    [code] = video_examples(language)
+def test_the_video_examples_write_mp4s(
+    video_url: str, tmp_path: Path, language, index, frames, fps
+) -> None:
+    code = video_examples(language)[index]
     command = (
         ["bash", "-euo", "pipefail", "-c", code]
         if language == "bash"
@@ -48,4 +55,4 @@ def test_the_video_examples_write_mp4s(video_url: str, tmp_path: Path, language,
 
     video = decode(run_example(command, video_url, tmp_path).read_bytes())
 
-    assert (len(video.frames), video.fps, video.width, video.height) == (frames, 8, 32, 32)
+    assert (len(video.frames), video.fps, video.width, video.height) == (frames, fps, 32, 32)

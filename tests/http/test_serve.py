@@ -32,6 +32,7 @@ EVERY_FLAG = [
     "--storage-path", "/srv/omni",
     "--video-retention-seconds", "86400",
     "--access-log",
+    "--no-playground",
     "--keepalive-timeout", "5",
     "--request-timeout", "30",
     "--send-timeout", "20",
@@ -75,6 +76,7 @@ def test_flags_set_their_fields() -> None:
     assert (config.max_body_bytes, config.storage_path) == (4096, Path("/srv/omni"))
     assert config.video_retention_seconds == 86400
     assert config.access_log
+    assert not config.playground
     assert (config.keepalive_timeout, config.request_timeout, config.send_timeout) == (5, 30, 20)
     assert (config.job_store, config.artifact_store, config.s3_endpoint_url) == (
         "postgresql://omni@db.internal/omni",

@@ -8,6 +8,8 @@ Built-in models:
 
 * ``omni-tiny``: a FLUX.1-dev shaped ``FluxPipeline`` (CLIP + T5 text encoders, a 16-channel
   ``AutoencoderKL`` with 8x spatial compression, a one-double/one-single block transformer).
+* ``omni-tiny-kontext``: the same modules as a ``FluxKontextPipeline`` (FLUX.1 Kontext), whose
+  edits read the input image as reference tokens.
 * ``omni-tiny-video``: a Wan2.1 shaped ``WanPipeline`` (UMT5 text encoder, ``AutoencoderKLWan``
   with 4x temporal and 8x spatial compression, ``UniPCMultistepScheduler`` with flow sigmas).
   Its VAE is the narrowest whose decoder keeps two channels in every layer (with one, the RMS
@@ -27,6 +29,7 @@ crashes never leave a half-written model behind.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -50,12 +53,13 @@ __all__ = [
 ]
 
 COMPLETE_MARKER = ".omni-complete"
-BUILD_FORMAT = "omni-tiny-build-v3"
+BUILD_FORMAT = "omni-tiny-build-v4"
 CACHE_ENV_VAR = "OMNI_CACHE_DIR"
 LEFTOVER_AGE_S = 3600.0
 
 BUILTIN_MODELS: dict[str, Callable[[Path], Path]] = {
     "omni-tiny": build_tiny_flux,
+    "omni-tiny-kontext": functools.partial(build_tiny_flux, kontext=True),
     "omni-tiny-video": build_tiny_wan,
 }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
 )
@@ -73,11 +74,13 @@ def _flux_transformer(seed: int) -> FluxTransformer2DModel:
     return transformer.eval()
 
 
-def build_tiny_flux(path: Path, seed: int = 0) -> Path:
-    """Write a complete ``FluxPipeline`` directory to ``path`` and return ``path``."""
+def build_tiny_flux(path: Path, seed: int = 0, kontext: bool = False) -> Path:
+    """Write a complete ``FluxPipeline`` directory to ``path`` and return ``path``; with
+    `kontext`, the same modules as a ``FluxKontextPipeline`` (FLUX.1 Kontext's layout)."""
     tokenizer = build_clip_tokenizer()
     tokenizer_2 = build_t5_tokenizer(FLUX_T5_MAX_LENGTH)
-    pipeline = FluxPipeline(
+    pipeline_class = FluxKontextPipeline if kontext else FluxPipeline
+    pipeline = pipeline_class(
         scheduler=_flux_scheduler(),
         vae=_flux_vae(seed),
         text_encoder=_clip_text_encoder(tokenizer, seed),

@@ -14,6 +14,7 @@ from diffusers import (
 )
 
 from omni.models.tiny.common import TEXT_DIM, _save, _seeded
+from omni.models.tiny.rife import TINY_RIFE
 from omni.models.tiny.text import WAN_T5_MAX_LENGTH, _umt5_encoder, build_t5_tokenizer
 
 WAN_T2V_BOUNDARY_RATIO = 0.875
@@ -29,6 +30,7 @@ TINY_WAN_DEFAULTS = {
     "fps": 8,
     "num_inference_steps": 4,
     "guidance_scale": 1.0,
+    "frame_interpolation_model": TINY_RIFE,
 }
 
 
