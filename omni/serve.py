@@ -20,6 +20,7 @@ from omni.http.config import (
     DEFAULT_STORAGE_PATH,
     ServerConfig,
 )
+from omni.jobs import DEFAULT_LEASE_S
 from omni.limits import CACHE_TYPES, DEFAULT_MAX_QUEUED_VIDEO_JOBS, MAX_LORA_SCALE
 from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a restart, fail the video jobs that were running (code server_restarted) "
         "instead of running them again; queued jobs run either way",
     )
+    add_store_arguments(server)
     server.add_argument(
         "--frame-interpolation-dir",
         type=Path,
@@ -263,6 +265,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_store_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--job-store",
+        default=None,
+        metavar="postgresql://...",
+        help="keep video jobs in Postgres, shared by every server given the same URL (pip "
+        "install -e '.[cluster]'); default: SQLite in --storage-path, for this server alone",
+    )
+    group.add_argument(
+        "--artifact-store",
+        default=None,
+        metavar="s3://BUCKET/PREFIX",
+        help="keep finished videos in an S3-compatible bucket; default: files in --storage-path",
+    )
+    group.add_argument(
+        "--s3-endpoint-url",
+        default=None,
+        help="the S3-compatible server's URL (MinIO, Ceph, ...); default: AWS",
+    )
+    group.add_argument(
+        "--presigned-urls",
+        action="store_true",
+        help="GET /v1/videos/{id}/content redirects (307) to a presigned URL of the artifact "
+        "store instead of streaming it through this server",
+    )
+    group.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_S,
+        help="a running video job whose server has not renewed it this long is queued again "
+        "for any server (renewed three times a lease)",
+    )
+
+
 def default_storage_path() -> Path:
     for name in STORAGE_PATH_ENVS:
         if os.environ.get(name):
@@ -307,6 +343,11 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             video_retention_seconds=args.video_retention_seconds,
             max_queued_video_jobs=args.max_queued_video_jobs,
             resume_video_jobs=args.resume_video_jobs,
+            job_store=args.job_store,
+            artifact_store=args.artifact_store,
+            s3_endpoint_url=args.s3_endpoint_url,
+            presigned_urls=args.presigned_urls,
+            lease_seconds=args.lease_seconds,
             frame_interpolation_dir=(
                 args.frame_interpolation_dir.expanduser() if args.frame_interpolation_dir else None
             ),

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from omni.errors import InvalidRequestError
+from omni.jobs import JobStore
+from omni.jobs.artifacts import artifact_name
 from omni.storage import (
     SERVER_RESTARTED,
     JobStatus,
@@ -35,19 +37,23 @@ def make_job(created_at: int = 1_700_000_000, **overrides: Any) -> VideoJob:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[VideoStore]:
-    store = VideoStore(tmp_path / "videos")
-    yield store
-    store.close()
+def store(open_store: Callable[..., JobStore]) -> JobStore:
+    """The job store under test: SQLite, then Postgres (files in a local directory)."""
+    return open_store()
 
 
-def run_to_completion(store: VideoStore, job: VideoJob, mp4: bytes = b"mp4 bytes") -> None:
+def content_path(store: JobStore, job_id: str) -> Path:
+    """Where a job's MP4 is, for the stores under test (both keep files locally)."""
+    return store.artifacts.path(artifact_name(job_id))
+
+
+def run_to_completion(store: JobStore, job: VideoJob, mp4: bytes = b"mp4 bytes") -> None:
     store.create(job)
     store.mark_progress(job.id, 50)
     assert store.complete(job.id, mp4)
 
 
-def test_a_job_moves_from_queued_through_progress_to_completed(store: VideoStore) -> None:
+def test_a_job_moves_from_queued_through_progress_to_completed(store: JobStore) -> None:
     job = make_job()
     store.create(job)
     assert store.get(job.id) == job
@@ -58,10 +64,10 @@ def test_a_job_moves_from_queued_through_progress_to_completed(store: VideoStore
     done = store.get(job.id)
     assert (done.status, done.progress) == (JobStatus.COMPLETED, 100)
     assert done.completed_at is not None
-    assert store.content_path(job.id).read_bytes() == b"frames"
+    assert content_path(store, job.id).read_bytes() == b"frames"
 
 
-def test_a_failed_job_keeps_its_error(store: VideoStore) -> None:
+def test_a_failed_job_keeps_its_error(store: JobStore) -> None:
     job = make_job()
     store.create(job)
     store.fail(job.id, "generation_failed", "the batch ran out of memory")
@@ -73,7 +79,7 @@ def test_a_failed_job_keeps_its_error(store: VideoStore) -> None:
     }
 
 
-def test_records_carry_every_field_of_the_openai_video_object(store: VideoStore) -> None:
+def test_records_carry_every_field_of_the_openai_video_object(store: JobStore) -> None:
     from openai.types import Video
     from openai.types.video_create_error import VideoCreateError
 
@@ -144,12 +150,12 @@ def test_restart_sweeps_temp_files_and_files_without_a_completed_record(tmp_path
         "",
     ],
 )
-def test_ids_that_are_not_ours_never_reach_a_path(store: VideoStore, job_id: str) -> None:
+def test_ids_that_are_not_ours_never_reach_a_path(store: JobStore, job_id: str) -> None:
     assert not is_job_id(job_id)
     assert store.get(job_id) is None
     assert store.delete(job_id) is False
     with pytest.raises(InvalidRequestError):
-        store.content_path(job_id)
+        store.open_artifact(job_id)
     with pytest.raises(InvalidRequestError):
         store.create(make_job(id=job_id))
 
@@ -160,12 +166,12 @@ def test_new_ids_are_random_and_valid() -> None:
     assert all(is_job_id(job_id) for job_id in ids)
 
 
-def test_content_paths_stay_inside_the_storage_directory(store: VideoStore) -> None:
-    path = store.content_path(new_job_id())
-    assert path.parent == store.directory
+def test_content_paths_stay_inside_the_storage_directory(store: JobStore) -> None:
+    path = content_path(store, new_job_id())
+    assert path.parent == store.artifacts.directory
 
 
-def collect_pages(store: VideoStore, order: str, limit: int) -> list[list[str]]:
+def collect_pages(store: JobStore, order: str, limit: int) -> list[list[str]]:
     pages: list[list[str]] = []
     after = None
     while True:
@@ -177,7 +183,7 @@ def collect_pages(store: VideoStore, order: str, limit: int) -> list[list[str]]:
         assert len(pages) < 10
 
 
-def test_listing_paginates_in_creation_order(store: VideoStore) -> None:
+def test_listing_paginates_in_creation_order(store: JobStore) -> None:
     # Two jobs share a second: creation order still breaks the tie.
     jobs = [make_job(created_at=t) for t in (100, 100, 101, 102, 103)]
     for job in jobs:
@@ -194,7 +200,7 @@ def test_listing_paginates_in_creation_order(store: VideoStore) -> None:
     assert store.list(limit=100).has_more is False
 
 
-def test_listing_an_empty_store_gives_an_empty_page(store: VideoStore) -> None:
+def test_listing_an_empty_store_gives_an_empty_page(store: JobStore) -> None:
     page = store.list()
     assert (page.jobs, page.has_more) == ([], False)
 
@@ -203,31 +209,31 @@ def test_listing_an_empty_store_gives_an_empty_page(store: VideoStore) -> None:
     "kwargs",
     [{"limit": 0}, {"limit": 101}, {"order": "sideways"}, {"after": new_job_id()}, {"after": "x"}],
 )
-def test_bad_listing_arguments_are_refused(store: VideoStore, kwargs: dict[str, Any]) -> None:
+def test_bad_listing_arguments_are_refused(store: JobStore, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequestError):
         store.list(**kwargs)
 
 
-def test_delete_removes_record_and_file(store: VideoStore) -> None:
+def test_delete_removes_record_and_file(store: JobStore) -> None:
     job = make_job()
     run_to_completion(store, job)
     assert store.delete(job.id)
     assert store.get(job.id) is None
-    assert not store.content_path(job.id).exists()
+    assert not content_path(store, job.id).exists()
     assert store.delete(job.id) is False
 
 
-def test_a_job_deleted_while_running_leaves_no_file_when_it_completes(store: VideoStore) -> None:
+def test_a_job_deleted_while_running_leaves_no_file_when_it_completes(store: JobStore) -> None:
     job = make_job()
     store.create(job)
     store.mark_progress(job.id, 10)
     store.delete(job.id)
     assert store.complete(job.id, b"late") is False
     assert store.get(job.id) is None
-    assert list(store.directory.glob("*.mp4*")) == []
+    assert list(store.artifacts.directory.glob("*.mp4*")) == []
 
 
-def test_finished_jobs_take_no_more_progress_or_failures(store: VideoStore) -> None:
+def test_finished_jobs_take_no_more_progress_or_failures(store: JobStore) -> None:
     job = make_job()
     run_to_completion(store, job)
     store.mark_progress(job.id, 10)
@@ -274,19 +280,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
-def test_the_database_runs_in_wal_mode(store: VideoStore) -> None:
+def test_the_database_runs_in_wal_mode(tmp_path: Path) -> None:
     import sqlite3
 
-    with sqlite3.connect(store.directory / "videos.sqlite3") as db:
+    VideoStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / "videos.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_progress_stops_short_of_100_until_the_file_is_written(store: VideoStore) -> None:
+def test_progress_stops_short_of_100_until_the_file_is_written(store: JobStore) -> None:
     job = make_job()
     store.create(job)
     store.mark_progress(job.id, 100)
     assert store.get(job.id).progress == 99
-    assert not store.content_path(job.id).exists()
+    assert not content_path(store, job.id).exists()
     assert store.complete(job.id, b"done")
     assert store.get(job.id).progress == 100
 
@@ -319,9 +326,9 @@ class FakeClock:
         return self.now
 
 
-def test_finished_jobs_expire_after_the_retention(tmp_path: Path) -> None:
+def test_finished_jobs_expire_after_the_retention(open_store: Callable[..., JobStore]) -> None:
     clock = FakeClock()
-    store = VideoStore(tmp_path, retention_s=60, clock=clock)
+    store = open_store(retention_s=60, clock=clock)
     completed, failed, running = make_job(), make_job(), make_job()
     run_to_completion(store, completed)
     store.create(failed)
@@ -339,16 +346,18 @@ def test_finished_jobs_expire_after_the_retention(tmp_path: Path) -> None:
     clock.now += 1  # at expires_at: gone from reads at once, from disk at the next sweep
     assert store.get(completed.id) is None and store.get(failed.id) is None
     assert [job.id for job in store.list().jobs] == [running.id]
-    assert store.content_path(completed.id).exists()
+    assert content_path(store, completed.id).exists()
     assert store.delete_expired() == 2
-    assert not store.content_path(completed.id).exists()
+    assert not content_path(store, completed.id).exists()
     assert store.get(running.id).status == JobStatus.IN_PROGRESS
     store.close()
 
 
-def test_a_store_without_retention_keeps_jobs_and_reports_no_expiry(tmp_path: Path) -> None:
+def test_a_store_without_retention_keeps_jobs_and_reports_no_expiry(
+    open_store: Callable[..., JobStore],
+) -> None:
     clock = FakeClock()
-    store = VideoStore(tmp_path, clock=clock)
+    store = open_store(clock=clock)
     job = make_job()
     run_to_completion(store, job)
     clock.now += 10 * 365 * 86400
@@ -358,15 +367,15 @@ def test_a_store_without_retention_keeps_jobs_and_reports_no_expiry(tmp_path: Pa
     store.close()
 
 
-def test_expiry_holds_across_a_restart(tmp_path: Path) -> None:
+def test_expiry_holds_across_a_restart(open_store: Callable[..., JobStore]) -> None:
     clock = FakeClock()
-    store = VideoStore(tmp_path, clock=clock)  # the first server kept jobs forever
+    store = open_store(clock=clock)  # the first server kept jobs forever
     job = make_job()
     run_to_completion(store, job)
     store.close()
 
     clock.now += 3600
-    reopened = VideoStore(tmp_path, retention_s=600, clock=clock)
+    reopened = open_store(retention_s=600, clock=clock)
     assert reopened.get(job.id) is None
     assert reopened.delete_expired() == 1
     reopened.close()

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from omni.jobs import JobStore
 from omni.storage import DATABASE_FILE, SERVER_RESTARTED, JobInput, JobStatus, VideoStore
 from tests.test_storage import FakeClock, make_job
+
+Opener = Callable[..., JobStore]
 
 INPUT = JobInput(b'{"prompt": "a boat"}', b"png bytes")
 
 
-def queue_three_and_stop(directory: Path) -> tuple[str, str, str]:
+def queue_three_and_stop(open_store: Opener) -> tuple[str, str, str]:
     """A job running, one queued after it, one queued with no input kept; then the server stops.
 
     Closing the store changes no record: the records are as a kill -9 would leave them.
     """
-    store = VideoStore(directory)
+    store = open_store()
     running, queued, no_input = make_job(), make_job(), make_job()
     store.create(running, INPUT)
     store.mark_progress(running.id, 30)
@@ -26,8 +32,8 @@ def queue_three_and_stop(directory: Path) -> tuple[str, str, str]:
     return running.id, queued.id, no_input.id
 
 
-def test_a_job_keeps_its_input_until_it_finishes(tmp_path: Path) -> None:
-    store = VideoStore(tmp_path)
+def test_a_job_keeps_its_input_until_it_finishes(open_store: Opener) -> None:
+    store = open_store()
     done, failed = make_job(), make_job()
     store.create(done, INPUT)
     store.create(failed, INPUT)
@@ -40,10 +46,10 @@ def test_a_job_keeps_its_input_until_it_finishes(tmp_path: Path) -> None:
 
 
 def test_a_restart_queues_running_jobs_again_in_order_and_fails_jobs_without_input(
-    tmp_path: Path,
+    open_store: Opener,
 ) -> None:
-    running, queued, no_input = queue_three_and_stop(tmp_path)
-    reopened = VideoStore(tmp_path, resume=True)
+    running, queued, no_input = queue_three_and_stop(open_store)
+    reopened = open_store(resume=True)
 
     assert reopened.queued_ids() == [running, queued]
     again = reopened.get(running)
@@ -54,10 +60,10 @@ def test_a_restart_queues_running_jobs_again_in_order_and_fails_jobs_without_inp
 
 
 def test_a_restart_without_resume_fails_running_jobs_and_queues_the_queued(
-    tmp_path: Path,
+    open_store: Opener,
 ) -> None:
-    running, queued, _ = queue_three_and_stop(tmp_path)
-    reopened = VideoStore(tmp_path, resume=False)
+    running, queued, _ = queue_three_and_stop(open_store)
+    reopened = open_store(resume=False)
 
     interrupted = reopened.get(running)
     assert (interrupted.status, interrupted.error_code) == (JobStatus.FAILED, SERVER_RESTARTED)
@@ -66,8 +72,8 @@ def test_a_restart_without_resume_fails_running_jobs_and_queues_the_queued(
     reopened.close()
 
 
-def test_a_requeued_job_loses_its_progress(tmp_path: Path) -> None:
-    store = VideoStore(tmp_path)
+def test_a_requeued_job_loses_its_progress(open_store: Opener) -> None:
+    store = open_store()
     job = make_job()
     store.create(job, INPUT)
     store.mark_progress(job.id, 50)
@@ -77,8 +83,8 @@ def test_a_requeued_job_loses_its_progress(tmp_path: Path) -> None:
     store.close()
 
 
-def test_an_idempotency_key_finds_the_job_that_holds_it(tmp_path: Path) -> None:
-    store = VideoStore(tmp_path)
+def test_an_idempotency_key_finds_the_job_that_holds_it(open_store: Opener) -> None:
+    store = open_store()
     first, second = make_job(), make_job()
 
     made = store.create(first, INPUT, "key-1", "digest-1")
@@ -94,9 +100,9 @@ def test_an_idempotency_key_finds_the_job_that_holds_it(tmp_path: Path) -> None:
     store.close()
 
 
-def test_an_expired_job_gives_up_its_key(tmp_path: Path) -> None:
+def test_an_expired_job_gives_up_its_key(open_store: Opener) -> None:
     clock = FakeClock()
-    store = VideoStore(tmp_path, retention_s=60, clock=clock)
+    store = open_store(retention_s=60, clock=clock)
     old, new = make_job(), make_job()
     store.create(old, INPUT, "key")
     store.complete(old.id, b"mp4")
@@ -129,3 +135,63 @@ def test_a_database_from_before_the_queue_gains_its_columns(tmp_path: Path) -> N
     store.create(fresh, INPUT, "key")
     assert store.job_input(fresh.id) == INPUT
     store.close()
+
+
+def test_claims_take_queued_jobs_oldest_first_once_each(open_store: Opener) -> None:
+    store = open_store(worker_id="server-a")
+    first, second = make_job(), make_job()
+    store.create(first, INPUT)
+    store.create(second, INPUT)
+
+    claims = [store.claim(), store.claim(), store.claim()]
+
+    assert [claim and claim.job_id for claim in claims] == [first.id, second.id, None]
+    assert store.get(first.id).status == JobStatus.QUEUED  # until its first step
+    assert store.count_queued() == 0  # claimed jobs are no longer waiting for a server
+    assert store.mark_progress(first.id, 10, claims[0].fence)
+    assert store.get(first.id).status == JobStatus.IN_PROGRESS
+
+
+def test_a_worker_whose_lease_was_taken_over_cannot_write(open_store: Opener) -> None:
+    """A server that hung past its lease comes back to find its job claimed by another: every
+    write it makes with its old fence token is refused."""
+    clock = FakeClock()
+    first = open_store(worker_id="server-a", clock=clock, lease_s=10)
+    job = make_job()
+    first.create(job, INPUT)
+    stale = first.claim()
+    assert first.mark_progress(job.id, 20, stale.fence)
+    first.close()  # (a SQLite directory has one server at a time; Postgres takes any number)
+
+    clock.now += 11  # server-a stopped renewing: another server reaps and claims the job
+    second = open_store(worker_id="server-b", clock=clock, lease_s=10)
+    second.reap()  # the SQLite store reaps when it opens; a shared store reaps as it runs
+    assert second.get(job.id).status == JobStatus.QUEUED
+    fresh = second.claim()
+    assert fresh.job_id == job.id and fresh.fence > stale.fence
+
+    assert not second.renew(stale)
+    assert not second.mark_progress(job.id, 90, stale.fence)
+    assert not second.complete(job.id, b"stale mp4", fence=stale.fence)
+    assert not second.fail(job.id, "internal_error", "stale", stale.fence)
+    with pytest.raises(FileNotFoundError):  # the stale completion wrote nothing
+        second.open_artifact(job.id)
+    assert second.get(job.id).status == JobStatus.QUEUED  # untouched by the stale writes
+    assert second.mark_progress(job.id, 50, fresh.fence)
+    assert second.complete(job.id, b"fresh mp4", fence=fresh.fence)
+    assert second.open_artifact(job.id).read(100) == b"fresh mp4"
+    assert not second.complete(job.id, b"again", fence=fresh.fence)  # completed once only
+
+
+def test_a_renewed_lease_is_not_reaped(open_store: Opener) -> None:
+    clock = FakeClock()
+    store = open_store(clock=clock, lease_s=10)
+    job = make_job()
+    store.create(job, INPUT)
+    claim = store.claim()
+    for _ in range(3):
+        clock.now += 6
+        assert store.renew(claim)
+        assert store.reap() == 0
+    assert store.mark_progress(job.id, 40, claim.fence)
+    assert store.get(job.id).progress == 40

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omni.config import EngineConfig
+from omni.jobs import DEFAULT_LEASE_S, check_store_urls
 from omni.limits import DEFAULT_MAX_QUEUED_VIDEO_JOBS
 
 DEFAULT_STORAGE_PATH = Path.home() / ".cache" / "omni" / "storage"
@@ -27,6 +28,11 @@ class ServerConfig:
     video_retention_seconds: int | None = None  # finished jobs expire after this; None: kept
     max_queued_video_jobs: int = DEFAULT_MAX_QUEUED_VIDEO_JOBS  # beyond: POST /v1/videos is 503
     resume_video_jobs: bool = True  # after a restart, run the jobs that were running again
+    job_store: str | None = None  # postgresql://... shared by servers; None: SQLite in storage
+    artifact_store: str | None = None  # s3://bucket/prefix; None: files in storage_path
+    s3_endpoint_url: str | None = None  # an S3-compatible server other than AWS
+    presigned_urls: bool = False  # /content redirects (307) to the S3 artifact store
+    lease_seconds: float = DEFAULT_LEASE_S  # a running job's owner renews it within this
     # The allow-list root of RIFE models a video request may name; None: only the built-in one.
     frame_interpolation_dir: Path | None = None
     access_log: bool = False
@@ -49,6 +55,13 @@ class ServerConfig:
             raise ValueError("api_key must not be empty")
         if self.video_retention_seconds is not None and self.video_retention_seconds < 1:
             raise ValueError("video_retention_seconds must be at least 1")
+        check_store_urls(self.job_store, self.artifact_store)
+        if self.presigned_urls and self.artifact_store is None:
+            raise ValueError("presigned_urls needs an artifact_store (--artifact-store s3://...)")
+        if self.s3_endpoint_url is not None and self.artifact_store is None:
+            raise ValueError("s3_endpoint_url needs an artifact_store (--artifact-store s3://...)")
+        if not self.lease_seconds > 0:
+            raise ValueError("lease_seconds must be a positive number of seconds")
         if self.frame_interpolation_dir is not None and not self.frame_interpolation_dir.is_dir():
             raise ValueError(
                 f"frame_interpolation_dir {self.frame_interpolation_dir} is not a directory"

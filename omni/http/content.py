@@ -1,23 +1,22 @@
-"""Sending a stored file, whole or one byte range, with every refusal in the error envelope.
+"""Sending a stored artifact, whole or one byte range, with every refusal in the error envelope.
 
-The file is opened before anything is sent: a file deleted after that still streams from the
-open descriptor, and one deleted before is a 404. (aiohttp's FileResponse answers that race, a
-bad Range and a failed If-Match with empty bodies, and sends through sendfile, which the
+The artifact is opened before anything is sent: a local file deleted after that still streams
+from the open descriptor, and one deleted before is a 404. (aiohttp's FileResponse answers that
+race, a bad Range and a failed If-Match with empty bodies, and sends through sendfile, which the
 connection's stalled-reader timeout cannot see.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 from aiohttp import hdrs, web
 
 from omni.http.errors import ApiError
+from omni.jobs.artifacts import ArtifactReader
 
 CHUNK_BYTES = 256 * 1024
 BYTE_RANGE = re.compile(r"bytes=(?P<first>[0-9]{0,19})-(?P<last>[0-9]{0,19})")
@@ -30,16 +29,21 @@ class ByteRange:
     is_partial: bool
 
 
-async def send_file(
-    request: web.Request, path: Path, content_type: str, etag: str, missing: ApiError
+async def send_artifact(
+    request: web.Request,
+    open_artifact: Callable[[], ArtifactReader],
+    content_type: str,
+    etag: str,
+    missing: ApiError,
 ) -> web.StreamResponse:
-    """Send `path`; `etag` names its content, which never changes; `missing` if it is gone."""
+    """Send what `open_artifact` opens; `etag` names its content, which never changes; `missing`
+    if it is gone."""
     try:
-        file = await asyncio.to_thread(path.open, "rb")
+        file = await asyncio.to_thread(open_artifact)
     except FileNotFoundError:
         raise missing from None
     try:
-        size = os.fstat(file.fileno()).st_size
+        size = file.size
         check_if_match(request, etag)
         if matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
             return web.Response(status=304, headers={hdrs.ETAG: etag})
@@ -62,7 +66,7 @@ async def send_file(
         file.close()
 
 
-async def copy(file: BinaryIO, byte_range: ByteRange, response: web.StreamResponse) -> None:
+async def copy(file: ArtifactReader, byte_range: ByteRange, response: web.StreamResponse) -> None:
     file.seek(byte_range.start)
     remaining = byte_range.stop - byte_range.start
     while remaining > 0:

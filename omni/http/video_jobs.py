@@ -1,19 +1,19 @@
 """Video jobs as a durable queue: accepted jobs wait in the store until the engine has room.
 
 `submit` only writes a queued record, with the job's input, to the store. One dispatcher task
-feeds queued jobs to the engine, oldest first, while the engine has free slots; a job the engine
-refuses anyway (a sync or image request took the slot first) goes back to the queue. So a job
-the API accepted is never failed for overload, and one that was queued when the server stopped
-is in the store, with its input, for the next server to run.
+claims queued jobs from the store, oldest first, while the engine has free slots; a job the
+engine refuses anyway (a sync or image request took the slot first) goes back to the queue. So a
+job the API accepted is never failed for overload, and one that was queued when the server
+stopped is in the store, with its input, for the next server to run (or, on a shared store, for
+another server). A lease keeper renews the leases of the jobs this server runs, stops any whose
+lease another server took over, and reaps the jobs whose lease ran out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import heapq
 import io
-import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -28,44 +28,51 @@ from omni.errors import EngineOverloadedError, OmniError
 from omni.http.errors import ApiError
 from omni.http.video_form import VideoForm
 from omni.interpolation.worker import Interpolator
+from omni.jobs import Claim, JobStore
 from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
 from omni.media import encode_mp4
 from omni.previews import encode_previews
 from omni.request import GenerationParams
-from omni.storage import JobInput, JobStatus, KeyedJob, VideoJob, VideoStore, new_job_id
+from omni.video_job import JobInput, JobStatus, KeyedJob, VideoJob, new_job_id
 
 logger = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 10.0
 DISPATCH_POLL_S = 0.1  # how soon a job sees room that a sync or image request freed
 QUEUE_FULL_RETRY_AFTER_S = 5
+LEASE_RENEWALS = 3  # renewals per lease: a job survives two missed ones
+
+
+class LeaseLostError(Exception):
+    """The job was deleted, or its lease ran out and another server claimed it."""
 
 
 class VideoJobs:
-    """The queue of accepted jobs (ids in memory, the jobs in the store) and the running ones."""
+    """The queue of accepted jobs (in the store) and the ones this server runs."""
 
     def __init__(
-        self, engine: EngineService, store: VideoStore, max_queued: int, interpolator: Interpolator
+        self, engine: EngineService, store: JobStore, max_queued: int, interpolator: Interpolator
     ) -> None:
         self.engine = engine
         self.interpolator = interpolator
         self.store = store
         self.max_queued = max_queued
-        self.queue: list[tuple[int, str]] = []  # a heap of (arrival number, job id)
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.claims: dict[str, Claim] = {}
         self.starting: set[asyncio.Task[KeyedJob]] = set()
         self.is_dispatching = True
-        self._arrivals = itertools.count()
         self._wake = asyncio.Event()
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Queue the jobs the store holds queued (a restart's), then start dispatching."""
-        for job_id in await asyncio.to_thread(self.store.queued_ids):
-            heapq.heappush(self.queue, (next(self._arrivals), job_id))
-        if self.queue:
-            logger.info("%d video job(s) from before the restart are queued", len(self.queue))
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="video-dispatcher")
+        """Start claiming queued jobs (a restart's first), and keeping leases."""
+        queued = await asyncio.to_thread(self.store.count_queued)
+        if queued:
+            logger.info("%d video job(s) are queued in the store", queued)
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="video-dispatcher"),
+            asyncio.create_task(self._keep_leases(), name="video-leases"),
+        ]
 
     async def submit(
         self,
@@ -81,7 +88,8 @@ class VideoJobs:
             held = await asyncio.to_thread(self.store.find_key, idempotency_key)
             if held is not None:
                 return same_request(held, request_digest, idempotency_key)
-        if len(self.queue) + len(self.starting) >= self.max_queued:
+        queued = await asyncio.to_thread(self.store.count_queued)
+        if queued + len(self.starting) >= self.max_queued:
             raise ApiError(
                 503,
                 f"the server is busy: {self.max_queued} video jobs are already queued "
@@ -113,7 +121,6 @@ class VideoJobs:
         job_input = await asyncio.to_thread(encode_input, params)
         held = await asyncio.to_thread(self.store.create, job, job_input, key, digest)
         if held.job.id == job.id:
-            heapq.heappush(self.queue, (next(self._arrivals), job.id))
             self._wake.set()
         return held
 
@@ -128,19 +135,46 @@ class VideoJobs:
                 await asyncio.wait_for(self._wake.wait(), DISPATCH_POLL_S)
 
     async def _dispatch_queued(self) -> None:
-        while self.is_dispatching and self.queue and self.engine.num_free_slots > 0:
-            arrival, job_id = heapq.heappop(self.queue)
+        while self.is_dispatching and self.engine.num_free_slots > 0:
+            claim = await asyncio.to_thread(self.store.claim)
+            if claim is None:
+                return
+            job_id = claim.job_id
             try:
                 params = await self._load(job_id)
             except Exception as exc:
                 logger.exception("video job %s has an input that cannot be read", job_id)
-                await asyncio.to_thread(self.store.fail, job_id, "internal_error", str(exc))
+                await asyncio.to_thread(
+                    self.store.fail, job_id, "internal_error", str(exc), claim.fence
+                )
                 continue
-            if params is None:  # deleted while it waited
+            if params is None:  # deleted since the claim
                 continue
-            task = asyncio.create_task(self._run(arrival, job_id, params), name=job_id)
+            task = asyncio.create_task(self._run(claim, params), name=job_id)
             self.running[job_id] = task
+            self.claims[job_id] = claim
             await asyncio.sleep(0)  # it submits its request before free slots are counted
+
+    async def _keep_leases(self) -> None:
+        """Renew the running jobs' leases, stop those lost, and reap expired ones."""
+        while True:
+            await asyncio.sleep(self.store.lease_s / LEASE_RENEWALS)
+            try:
+                for job_id, claim in list(self.claims.items()):
+                    if not await asyncio.to_thread(self.store.renew, claim):
+                        logger.warning("video job %s: lease lost; stopping it here", job_id)
+                        self._stop(job_id)
+                if await asyncio.to_thread(self.store.reap):
+                    self._wake.set()
+            except Exception:  # a store that is down for a while must not end the renewals
+                logger.exception("renewing video job leases failed; retrying")
+
+    def _stop(self, job_id: str) -> asyncio.Task[None] | None:
+        self.claims.pop(job_id, None)
+        task = self.running.pop(job_id, None)
+        if task is not None:
+            task.cancel()  # closing the engine stream aborts the request
+        return task
 
     async def _load(self, job_id: str) -> GenerationParams | None:
         job_input = await asyncio.to_thread(self.store.job_input, job_id)
@@ -148,7 +182,8 @@ class VideoJobs:
             return None
         return await asyncio.to_thread(decode_input, job_input)
 
-    async def _run(self, arrival: int, job_id: str, params: GenerationParams) -> None:
+    async def _run(self, claim: Claim, params: GenerationParams) -> None:
+        job_id, fence = claim.job_id, claim.fence
         refused = False
         try:
             finished = None
@@ -159,40 +194,46 @@ class VideoJobs:
                         done = event.step_index * 100 // event.num_steps
                         if done != progress:
                             progress = done
-                            await asyncio.to_thread(self.store.mark_progress, job_id, done)
+                            held = await asyncio.to_thread(
+                                self.store.mark_progress, job_id, done, fence
+                            )
+                            if not held:
+                                raise LeaseLostError(job_id)
                     else:
                         finished = event
             interpolation = finished.params.frame_interpolation
             frames = await self.interpolator.run(finished.output, interpolation)
             mp4 = await asyncio.to_thread(encode_mp4, frames, finished.params.output_fps)
             previews = await asyncio.to_thread(encode_previews, frames)
-            await asyncio.to_thread(self.store.complete, job_id, mp4, previews)
+            if await asyncio.to_thread(self.store.complete, job_id, mp4, previews, fence):
+                logger.info("video job %s completed (fence %d)", job_id, fence)
+            else:
+                logger.warning("video job %s: deleted or taken over; result dropped", job_id)
         except asyncio.CancelledError:
             raise  # deleted, or the server is stopping: the store's restart policy takes over
+        except LeaseLostError:
+            logger.warning("video job %s: deleted or taken over; stopped here", job_id)
         except EngineOverloadedError:  # a sync or image request took the free slot first
             refused = True
-            await asyncio.to_thread(self.store.requeue, job_id)
-            heapq.heappush(self.queue, (arrival, job_id))
+            await asyncio.to_thread(self.store.requeue, job_id, fence)
         except OmniError as exc:
-            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc))
+            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc), fence)
         except Exception as exc:
             logger.exception("video job %s failed", job_id)
             message = f"{type(exc).__name__}: {exc}"
-            await asyncio.to_thread(self.store.fail, job_id, "internal_error", message)
+            await asyncio.to_thread(self.store.fail, job_id, "internal_error", message, fence)
         finally:
-            self.running.pop(job_id, None)
+            if self.claims.get(job_id) == claim:
+                self.running.pop(job_id, None)
+                self.claims.pop(job_id, None)
             if not refused:  # after a refusal, the next try waits for the next poll
                 self._wake.set()
 
     async def delete(self, job_id: str) -> bool:
         """Remove the record and file; a running job is aborted at its next step boundary."""
         deleted = await asyncio.to_thread(self.store.delete, job_id)
-        if any(queued == job_id for _, queued in self.queue):
-            self.queue = [entry for entry in self.queue if entry[1] != job_id]
-            heapq.heapify(self.queue)
-        task = self.running.pop(job_id, None)
+        task = self._stop(job_id)
         if task is not None:
-            task.cancel()  # closing the engine stream aborts the request
             await asyncio.wait([task], timeout=CANCEL_TIMEOUT_S)
         return deleted
 
@@ -203,9 +244,10 @@ class VideoJobs:
     async def close(self) -> None:
         """Stop dispatching and cancel running jobs: a restart queues them again (or fails them)."""
         self.stop_dispatching()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.wait([self._dispatcher])
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
         if self.starting:  # let inserts in flight finish, so their jobs are in the store
             await asyncio.wait(list(self.starting), timeout=CANCEL_TIMEOUT_S)
         tasks = list(self.running.values())

@@ -1,7 +1,8 @@
 """The Videos API: durable async jobs (/v1/videos) and a synchronous endpoint (/v1/videos/sync).
 
-A job is a record in the VideoStore, queued there until VideoJobs hands it to the engine. The
-store is the truth: every GET reads it, so a restarted server answers for the jobs before it.
+A job is a record in the job store, queued there until VideoJobs hands it to the engine. The
+store is the truth: every GET reads it, so a restarted server answers for the jobs before it,
+and servers that share a store answer for each other's jobs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from omni.http.content import send_file
+from omni.http.content import send_artifact
 from omni.http.errors import ApiError
 from omni.http.images import cache_headers
 from omni.http.schemas import json_response
@@ -23,11 +24,12 @@ from omni.http.state import ENGINE, INTERPOLATOR, SERVER_CONFIG
 from omni.http.video_form import VideoForm, read_video_form
 from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
 from omni.interpolation.worker import Interpolator
+from omni.jobs import JobStore, open_job_store
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.media import MP4_CONTENT_TYPE, encode_mp4
 from omni.previews import SPRITESHEET_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
 from omni.request import GenerationParams
-from omni.storage import JobStatus, VideoJob, VideoStore
+from omni.video_job import JobStatus, VideoJob
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ CONTENT_VARIANTS = {
     "spritesheet": SPRITESHEET_CONTENT_TYPE,
 }
 LIMIT_DIGITS = re.compile(r"[0-9]+")  # str.isdigit takes "²", which int() refuses
+PRESIGNED_URL_EXPIRES_S = 300  # a redirect's URL is followed at once; a short life is enough
 
 
 VIDEO_JOBS = web.AppKey("video_jobs", VideoJobs)
@@ -60,10 +63,14 @@ def add_video_routes(app: web.Application) -> None:
 async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
     config = app[SERVER_CONFIG]
     store = await asyncio.to_thread(
-        VideoStore,
+        open_job_store,
         config.storage_path,
         config.video_retention_seconds,
-        resume=config.resume_video_jobs,
+        config.resume_video_jobs,
+        config.job_store,
+        config.artifact_store,
+        config.s3_endpoint_url,
+        config.lease_seconds,
     )
     engine = app[ENGINE]
     interpolator = Interpolator(engine.config.torch_device)
@@ -83,7 +90,7 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(store.close)
 
 
-async def sweep_expired(store: VideoStore) -> None:
+async def sweep_expired(store: JobStore) -> None:
     """Reclaim expired jobs' disk space; the store already hides them once they expire."""
     interval = min(MAX_SWEEP_INTERVAL_S, store.retention_s / 4)
     failing = False
@@ -191,20 +198,27 @@ async def get_video_content(request: web.Request) -> web.StreamResponse:
 async def send_variant(request: web.Request, job: VideoJob, variant: str) -> web.StreamResponse:
     """The MP4 or a preview; each file's ETag is the job id and variant, as none ever changes."""
     store = request.app[VIDEO_JOBS].store
+    if request.app[SERVER_CONFIG].presigned_urls:
+        url = await asyncio.to_thread(store.artifact_url, job.id, variant, PRESIGNED_URL_EXPIRES_S)
+        if url is not None:  # a store with no URLs of its own streams instead
+            raise web.HTTPTemporaryRedirect(url)
     if variant == "video":
         # Deleted since the lookup, or removed behind the store's back.
         missing = ApiError(404, f"video {job.id} has no content any more", code="video_not_found")
-        return await send_file(
-            request, store.content_path(job.id), MP4_CONTENT_TYPE, f'"{job.id}"', missing
+        etag = f'"{job.id}"'
+    else:
+        missing = ApiError(
+            404,
+            f"video {job.id} has no {variant} (deleted, or completed by a server that made none)",
+            code="video_not_found",
         )
-    missing = ApiError(
-        404,
-        f"video {job.id} has no {variant} (deleted, or completed by a server that made none)",
-        code="video_not_found",
-    )
-    path = store.preview_path(job.id, variant)
-    return await send_file(
-        request, path, CONTENT_VARIANTS[variant], f'"{job.id}-{variant}"', missing
+        etag = f'"{job.id}-{variant}"'
+    return await send_artifact(
+        request,
+        lambda: store.open_artifact(job.id, variant),
+        CONTENT_VARIANTS[variant],
+        etag,
+        missing,
     )
 
 

@@ -51,12 +51,13 @@ def get_content(url: str, video_id: str, **headers: str) -> Any:
 
 @pytest.fixture
 def vanishing_files(store: VideoStore) -> Iterator[None]:
-    content_path = store.content_path
-    store.content_path = lambda job_id: VanishingPath(content_path(job_id))  # type: ignore[method-assign]
+    artifacts = store.artifacts  # the local files, where the server opens the content
+    path = artifacts.path
+    artifacts.path = lambda name: VanishingPath(path(name))  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del store.content_path
+        del artifacts.path
 
 
 def test_content_deleted_as_it_is_fetched_is_a_404_in_the_envelope(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -36,6 +37,11 @@ EVERY_FLAG = [
     "--keepalive-timeout", "5",
     "--request-timeout", "30",
     "--send-timeout", "20",
+    "--job-store", "postgresql://omni@db.internal/omni",
+    "--artifact-store", "s3://videos/omni",
+    "--s3-endpoint-url", "http://minio.internal:9000",
+    "--presigned-urls",
+    "--lease-seconds", "12.5",
 ]  # fmt: skip
 
 
@@ -73,6 +79,12 @@ def test_flags_set_their_fields() -> None:
     assert config.access_log
     assert not config.playground
     assert (config.keepalive_timeout, config.request_timeout, config.send_timeout) == (5, 30, 20)
+    assert (config.job_store, config.artifact_store, config.s3_endpoint_url) == (
+        "postgresql://omni@db.internal/omni",
+        "s3://videos/omni",
+        "http://minio.internal:9000",
+    )
+    assert config.presigned_urls and config.lease_seconds == 12.5
 
 
 def test_no_flags_give_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +121,10 @@ def test_api_key_and_storage_path_come_from_the_environment(
         (["--cache", "fbcache", "--cache-threshold", "0"], "threshold must be above 0"),
         (["--cache-threshold", "0.2"], "a cache of type none takes no threshold"),
         (["--data-parallel-size", "0"], "data_parallel_size"),
+        (["--job-store", "mysql://db/omni"], "--job-store must be a postgresql:// URL"),
+        (["--artifact-store", "/srv/videos"], "--artifact-store: an artifact store must be s3://"),
+        (["--lease-seconds", "0"], "lease_seconds"),
+        (["--presigned-urls"], "presigned_urls needs an artifact_store"),
     ],
 )
 def test_bad_flags_exit_with_a_message(
@@ -122,6 +138,10 @@ def test_bad_flags_exit_with_a_message(
 
 
 def test_the_server_logs_one_line_when_ready_with_its_url(server: ServerProcess) -> None:
+    # /health can answer 200 a poll interval before the announcer logs: wait for the line.
+    deadline = time.monotonic() + 30
+    while "ready" not in server.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = server.log_path.read_text().splitlines()
 
     ready = [line for line in log if "ready" in line]

@@ -1,0 +1,80 @@
+"""The shared job store: Postgres (psycopg 3), for several servers on one queue.
+
+Servers claim queued jobs with `SELECT ... FOR UPDATE SKIP LOCKED`, so two never take one job;
+each renews its jobs' leases while they run, and every server reaps: a job whose lease ran out
+(its server died or hung) is queued again for whichever server has room next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from omni.jobs.artifacts import ArtifactStore
+from omni.jobs.base import JobStore
+from omni.jobs.sql import DEFAULT_LEASE_S
+
+SCHEMA_LOCK = 0x6F6D6E69  # a pg_advisory_xact_lock key: servers starting at once create once
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS videos (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        completed_at BIGINT,
+        status TEXT NOT NULL,
+        progress INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        seconds TEXT NOT NULL,
+        size TEXT NOT NULL,
+        error_code TEXT,
+        error_message TEXT,
+        params BYTEA,
+        reference_image BYTEA,
+        idempotency_key TEXT UNIQUE,
+        request_digest TEXT,
+        worker TEXT,
+        fence BIGINT NOT NULL DEFAULT 0,
+        lease_until DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS videos_status_seq ON videos (status, seq)",
+)
+
+
+class PostgresJobStore(JobStore):
+    lock_queued = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(
+        self,
+        url: str,
+        artifacts: ArtifactStore,
+        retention_s: int | None = None,
+        clock: Callable[[], float] = time.time,
+        resume: bool = True,
+        worker_id: str = "local",
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        import psycopg  # an optional dependency: pip install -e ".[cluster]"
+
+        super().__init__(artifacts, retention_s, clock, resume, worker_id, lease_s)
+        self._connect = lambda: psycopg.connect(url, autocommit=True)
+        self._db = self._connect()
+        try:
+            with self._lock, self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                for statement in SCHEMA:
+                    self._db.execute(statement)
+            self.reap()  # what a server that stopped left behind, once its lease ran out
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _exec(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        if self._db.broken:  # the database restarted or the network dropped: connect again
+            self._db = self._connect()
+        return self._db.execute(sql.replace("?", "%s"), args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,138 @@
+"""The default job store: SQLite in the storage directory, beside the files (one server).
+
+One store owns a directory at a time: opening one that another store holds raises
+StorageInUseError, because recovery would fail that store's live jobs and sweep its files. Being
+the only owner, it takes back every unfinished job when it opens (a restart) and never reaps
+while it runs: no other server's lease can run out.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omni.files import hold_directory
+from omni.jobs.artifacts import PREVIEW_FILES, ArtifactStore, LocalArtifacts, artifact_name
+from omni.jobs.base import JobStore
+from omni.jobs.sql import DEFAULT_LEASE_S
+from omni.video_job import JobStatus
+
+DATABASE_FILE = "videos.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    status TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    seconds TEXT NOT NULL,
+    size TEXT NOT NULL,
+    error_code TEXT,
+    error_message TEXT,
+    params BLOB,
+    reference_image BLOB,
+    idempotency_key TEXT,
+    request_digest TEXT,
+    worker TEXT,
+    fence INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL
+)
+"""
+ADDED_COLUMNS = {  # columns newer than the first schema, added to older databases on open
+    "params": "BLOB",
+    "reference_image": "BLOB",
+    "idempotency_key": "TEXT",
+    "request_digest": "TEXT",
+    "worker": "TEXT",
+    "fence": "INTEGER NOT NULL DEFAULT 0",
+    "lease_until": "REAL",
+}
+KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS videos_idempotency_key ON videos (idempotency_key)"
+
+
+class SqliteJobStore(JobStore):
+    """Job records in `directory`/videos.sqlite3; files there too unless `artifacts` is given."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        retention_s: int | None = None,
+        clock: Callable[[], float] = time.time,
+        resume: bool = True,
+        artifacts: ArtifactStore | None = None,
+        worker_id: str = "local",
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        self.directory = Path(directory).expanduser().resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        local = LocalArtifacts(self.directory)
+        super().__init__(artifacts or local, retention_s, clock, resume, worker_id, lease_s)
+        self._local = local
+        self._owner = hold_directory(self.directory)
+        try:
+            self._db = sqlite3.connect(
+                self.directory / DATABASE_FILE, check_same_thread=False, isolation_level=None
+            )
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL loses at most the last commits on power loss, never
+                # consistency.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(SCHEMA)
+                self._add_new_columns()
+                self._db.execute(KEY_INDEX)
+            self._recover()
+        except BaseException:
+            os.close(self._owner)
+            raise
+
+    def _exec(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql, args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        if self._owner >= 0:  # closing the descriptor releases the flock
+            os.close(self._owner)
+            self._owner = -1
+
+    def reap(self) -> int:
+        return 0  # the only owner: its own leases are renewed, and a restart took back the rest
+
+    def content_path(self, job_id: str) -> Path:
+        """Where a job's MP4 lives in the storage directory (local artifacts)."""
+        self._check_id(job_id)
+        return self._local.path(artifact_name(job_id))
+
+    def preview_path(self, job_id: str, variant: str) -> Path:
+        """Where a preview (thumbnail, spritesheet) of a completed job lives, next to its MP4."""
+        self._check_id(job_id)
+        if variant not in PREVIEW_FILES:
+            raise ValueError(f"unknown preview {variant!r}: one of {', '.join(PREVIEW_FILES)}")
+        return self._local.path(artifact_name(job_id, variant))
+
+    def _add_new_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(videos)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE videos ADD COLUMN {name} {kind}")
+
+    def _recover(self) -> None:
+        """Queue again (or fail) what a previous server left unfinished; sweep stray files."""
+        with self._lock:
+            self._release_expired(float("inf"))  # every lease: its holder has stopped
+            completed = {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT id FROM videos WHERE status = ?", (JobStatus.COMPLETED.value,)
+                )
+            }
+        self.artifacts.sweep(completed)
