@@ -1,4 +1,5 @@
-"""POST /v1/images/edits: OpenAI's multipart edit form onto FLUX image-to-image and inpainting.
+"""POST /v1/images/edits: OpenAI's multipart edit form onto FLUX image-to-image and inpainting,
+FLUX.1 Kontext and Qwen-Image-Edit (reference-image edits).
 
 `image` (or `image[]`) is one upload or several (up to 16); `mask` is a PNG whose transparent
 pixels mark what to repaint. The edit is a text-to-image request that starts down the schedule
@@ -132,7 +133,8 @@ def check_can_edit(info: ModelInfo) -> None:
     if not info.can_edit:
         raise ApiError(
             400,
-            f"model {info.name} cannot edit images: /v1/images/edits serves FLUX image models",
+            f"model {info.name} cannot edit images: /v1/images/edits serves FLUX, FLUX.1 Kontext "
+            "and Qwen-Image-Edit models",
             code="unsupported_model",
             param="model",
         )
@@ -143,7 +145,7 @@ def read_uploads(images: list[bytes], mask: bytes | None) -> tuple[Image.Image, 
     if len(images) > 1:
         raise ApiError(
             400,
-            f"image has {len(images)} files but FLUX edits one image: send one",
+            f"image has {len(images)} files but this model edits one image: send one",
             param="image",
         )
     image = read_image(images[0], "image")

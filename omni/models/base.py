@@ -167,6 +167,11 @@ class FamilyAdapter(ABC):
     def tokens_per_row(self, params: GenerationParams) -> int:
         """The sequence length one row of this request puts through the denoiser."""
 
+    def pad_group(self, params: GenerationParams) -> Hashable:
+        """Which rows `forward` pads to one length: rows of other groups run as separate calls
+        of the same step, so the scheduler weighs padding only within a group."""
+        return None
+
     @abstractmethod
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
         """One batched forward over rows of one denoiser, of any sizes; one prediction per row,

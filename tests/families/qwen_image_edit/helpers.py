@@ -1,0 +1,54 @@
+"""Qwen-Image-Edit requests, and the same edit through diffusers' QwenImageEditPipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import QwenImageEditPipeline
+from PIL import Image
+
+from omni.models.qwen_vl_processor import load_processor
+from omni.request import GenerationParams
+
+
+def source_image(width: int = 80, height: int = 48) -> Image.Image:
+    """A smooth colour ramp with a dark square: not square, so the calculated size matters."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
+    pixels[height // 4 : height // 2, width // 4 : width // 2] = 20
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def edit_params(**overrides: Any) -> GenerationParams:
+    values: dict[str, Any] = dict(
+        prompt="make the sky red",
+        image=source_image(),
+        width=64,
+        height=32,
+        num_inference_steps=3,
+        seed=0,
+    )
+    return GenerationParams(**{**values, **overrides})
+
+
+def pipeline_edit(model_dir: Path, params: GenerationParams) -> Any:
+    """QwenImageEditPipeline.__call__ as shipped, with height and width given so it keeps the
+    requested size; what the request leaves out keeps the pipeline's own default."""
+    pipe = QwenImageEditPipeline.from_pretrained(model_dir, processor=load_processor(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    extra: dict[str, Any] = {}
+    if params.true_cfg_scale is not None:
+        extra["true_cfg_scale"] = params.true_cfg_scale
+    return pipe(
+        image=params.image,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+        **extra,
+    ).images[0]
