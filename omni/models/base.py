@@ -50,6 +50,7 @@ class ModelInfo:
     # The RIFE model of requests that name none (omni.json's `frame_interpolation_model`).
     default_frame_interpolation_model: str | None = None
     can_edit: bool = False  # takes /v1/images/edits: image, mask and strength
+    max_edit_images: int = 1  # images one edit reads (Qwen-Image-Edit-2509 and later: several)
 
 
 @dataclass(frozen=True, slots=True)

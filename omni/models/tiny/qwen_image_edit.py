@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffusers import QwenImageEditPipeline
+from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from omni.models.qwen_vl_processor import PROCESSOR_FOLDER, ImageQwen2VLProcessor
@@ -62,10 +62,12 @@ def _as_published(path: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def build_tiny_qwen_image_edit(path: Path, seed: int = 0) -> Path:
-    """Write a complete ``QwenImageEditPipeline`` directory to ``path`` and return ``path``."""
+def build_tiny_qwen_image_edit(path: Path, seed: int = 0, plus: bool = False) -> Path:
+    """Write a complete ``QwenImageEditPipeline`` directory to ``path`` and return ``path``;
+    with ``plus`` the same modules as a ``QwenImageEditPlusPipeline`` (several images)."""
     tokenizer = build_qwen_tokenizer(EDIT_TEMPLATE_TEXT)
-    pipeline = QwenImageEditPipeline(
+    pipeline_class = QwenImageEditPlusPipeline if plus else QwenImageEditPipeline
+    pipeline = pipeline_class(
         scheduler=_scheduler(),
         vae=_vae(seed),
         text_encoder=_text_encoder(tokenizer, seed),

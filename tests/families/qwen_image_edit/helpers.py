@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import QwenImageEditPipeline
+from diffusers import QwenImageEditPipeline, QwenImagePipeline
 from PIL import Image
 
 from omni.models.qwen_vl_processor import load_processor
@@ -34,16 +34,39 @@ def edit_params(**overrides: Any) -> GenerationParams:
     return GenerationParams(**{**values, **overrides})
 
 
-def pipeline_edit(model_dir: Path, params: GenerationParams) -> Any:
-    """QwenImageEditPipeline.__call__ as shipped, with height and width given so it keeps the
-    requested size; what the request leaves out keeps the pipeline's own default."""
-    pipe = QwenImageEditPipeline.from_pretrained(model_dir, processor=load_processor(model_dir))
+def edit_pipeline(model_dir: Path, pipeline_class: Any = QwenImageEditPipeline) -> Any:
+    pipe = pipeline_class.from_pretrained(model_dir, processor=load_processor(model_dir))
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def text_to_image(model_dir: Path, params: GenerationParams) -> Any:
+    """QwenImagePipeline.__call__ over the edit model's modules (what omni serves without an
+    image)."""
+    components = edit_pipeline(model_dir).components
+    pipe = QwenImagePipeline(**{k: v for k, v in components.items() if k != "processor"})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt=params.prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+    ).images[0]
+
+
+def pipeline_edit(
+    model_dir: Path, params: GenerationParams, pipeline_class: Any = QwenImageEditPipeline
+) -> Any:
+    """QwenImageEditPipeline.__call__ (or pipeline_class's) as shipped, with height and width
+    given so it keeps the requested size; what the request leaves out keeps the pipeline's own
+    default. Several images go in as a list."""
+    pipe = edit_pipeline(model_dir, pipeline_class)
     extra: dict[str, Any] = {}
     if params.true_cfg_scale is not None:
         extra["true_cfg_scale"] = params.true_cfg_scale
     return pipe(
-        image=params.image,
+        image=list(params.image) if isinstance(params.image, tuple) else params.image,
         prompt=params.prompt,
         negative_prompt=params.negative_prompt,
         height=params.height,

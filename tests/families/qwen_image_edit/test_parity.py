@@ -13,7 +13,7 @@ import torch
 from omni.errors import InvalidRequestError
 from omni.models.qwen_image_edit import QwenImageEditAdapter
 from tests.engine.helpers import assert_same_image, generate_all, pixels
-from tests.families.qwen_image_edit.helpers import edit_params, pipeline_edit
+from tests.families.qwen_image_edit.helpers import edit_params, pipeline_edit, text_to_image
 
 # An edit under true CFG (the negative prompt is read with the image too), the same edit with
 # another seed, and a text-to-image request of the same output size.
@@ -41,6 +41,14 @@ def test_the_edit_equals_the_pipeline_batched_with_a_generation(tiny_qwen_edit_d
     assert stats.max_batch_size_seen == len(REQUESTS)  # every step ran all three
 
 
+def test_without_an_image_it_is_qwen_image_text_to_image(tiny_qwen_edit_dir, outputs):
+    images, _ = outputs
+    expected = text_to_image(tiny_qwen_edit_dir, REQUESTS[2])
+    assert_same_image(images[2], expected)
+    with pytest.raises(AssertionError):  # the edits of the same size look nothing like it
+        assert_same_image(images[0], expected)
+
+
 def test_tokens_per_row_counts_latents_reference_and_the_text_read_with_the_image(
     tiny_qwen_edit_dir,
 ):
@@ -57,7 +65,7 @@ def test_tokens_per_row_counts_latents_reference_and_the_text_read_with_the_imag
     negative = adapter.edit_pipe.prompt_template_encode.format(params.negative_prompt)
     assert len(negative) <= len(prompt)  # the prompt is the longer text of the two rows
     assert adapter.tokens_per_row(params) == output + reference + text
-    assert adapter.pad_group(params) == (1, height // 16, width // 16)
+    assert adapter.pad_group(params) == ((1, height // 16, width // 16),)
     assert adapter.pad_group(REQUESTS[2]) is None
     for field, value in (("mask", params.image), ("strength", 0.5)):
         with pytest.raises(InvalidRequestError) as refused:
