@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from diffusers import QwenImageEditPipeline, QwenImagePipeline
 from PIL import Image
 
+from omni.config import EngineConfig
+from omni.http import ServerConfig
 from omni.models.qwen_vl_processor import load_processor
 from omni.request import GenerationParams
+from tests.http.servers import server_thread
 
 
 def source_image(width: int = 80, height: int = 48) -> Image.Image:
@@ -75,3 +80,11 @@ def pipeline_edit(
         generator=torch.Generator("cpu").manual_seed(params.seed),
         **extra,
     ).images[0]
+
+
+def serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server thread on a loopback port for the model; yields its URL."""
+    engine = EngineConfig(model=str(model_dir), profile_seconds=0)
+    storage = tmp_path_factory.mktemp("storage")
+    with server_thread(ServerConfig(engine=engine, port=0, storage_path=storage)) as server:
+        yield server.url

@@ -11,20 +11,14 @@ import pytest
 import requests
 from openai import OpenAI
 
-from omni.config import EngineConfig
-from omni.http import ServerConfig
-from tests.families.qwen_image_edit.helpers import source_image
-from tests.http.servers import ServerThread, server_thread, stats, wait_until
+from tests.families.qwen_image_edit.helpers import serve, source_image
+from tests.http.servers import stats, wait_until
 from tests.http.test_edits import alpha_mask, check_400, decode, edit, png
 
 
 @pytest.fixture(scope="module")
 def url(tiny_qwen_edit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    engine = EngineConfig(model=str(tiny_qwen_edit_dir), profile_seconds=0)
-    storage = tmp_path_factory.mktemp("qwen-edit-storage")
-    server: ServerThread
-    with server_thread(ServerConfig(engine=engine, port=0, storage_path=storage)) as server:
-        yield server.url
+    yield from serve(tiny_qwen_edit_dir, tmp_path_factory)
 
 
 def test_the_sdk_edits_and_the_edit_shares_steps_with_a_generation(url: str) -> None:

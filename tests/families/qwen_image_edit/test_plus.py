@@ -10,11 +10,13 @@ import pytest
 from diffusers import QwenImageEditPlusPipeline
 from openai import OpenAI
 
-from omni.config import EngineConfig
-from omni.http import ServerConfig
 from tests.engine.helpers import assert_same_image, generate_all
-from tests.families.qwen_image_edit.helpers import edit_params, pipeline_edit, source_image
-from tests.http.servers import ServerThread, server_thread
+from tests.families.qwen_image_edit.helpers import (
+    edit_params,
+    pipeline_edit,
+    serve,
+    source_image,
+)
 from tests.http.test_edits import check_400, decode, edit, png
 
 IMAGES = (source_image(), source_image(48, 48).transpose(0))  # two aspect ratios
@@ -37,11 +39,7 @@ def test_an_edit_of_two_images_equals_the_pipeline_batched_with_a_generation(
 
 @pytest.fixture(scope="module")
 def url(tiny_qwen_edit_plus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    engine = EngineConfig(model=str(tiny_qwen_edit_plus_dir), profile_seconds=0)
-    storage = tmp_path_factory.mktemp("qwen-edit-plus-storage")
-    server: ServerThread
-    with server_thread(ServerConfig(engine=engine, port=0, storage_path=storage)) as server:
-        yield server.url
+    yield from serve(tiny_qwen_edit_plus_dir, tmp_path_factory)
 
 
 def test_the_sdk_sends_several_images(url: str) -> None:
