@@ -19,6 +19,7 @@ MAX_FPS = 120
 MAX_SECONDS = 3600.0  # seconds * MAX_FPS frames stays a small finite number
 MIN_FLOW_SHIFT, MAX_FLOW_SHIFT = 0.1, 100.0
 MAX_IMAGES = 10  # n of one image request
+MAX_EDIT_IMAGES = 16  # `image` files one edit request may upload (OpenAI's limit)
 MAX_PARTIAL_IMAGES = 3  # previews a streamed image request may ask for (OpenAI's bound)
 # RIFE frame interpolation: exp 1 doubles the frame rate, 4 multiplies it by 16; scale is the
 # resolution RIFE estimates flow at (Practical-RIFE offers 0.25 to 4).

@@ -94,6 +94,7 @@ class Request:
     step_keys: tuple[Hashable, ...]
     num_rows: int = 1  # rows this request adds to a forward: 2 with real CFG
     tokens_per_row: int = 1  # sequence length of one row: what a forward's budget counts
+    pad_group: Hashable = None  # rows padded together: other groups run as calls of their own
     status: RequestStatus = RequestStatus.WAITING
     step_index: int = 0
     arrival_step: int = 0  # the engine step count when it was queued

@@ -271,7 +271,9 @@ class AsyncEngine(EngineService):
             adapter = self._engine.adapter
             step_keys, num_rows = adapter.plan(resolved)
             tokens = adapter.tokens_per_row(resolved)
-            requests.append(Request(request_id, resolved, step_keys, num_rows, tokens))
+            request = Request(request_id, resolved, step_keys, num_rows, tokens)
+            request.pad_group = adapter.pad_group(resolved)
+            requests.append(request)
         return requests
 
     async def _next_event(self, events: asyncio.Queue[Event]) -> Event:

@@ -1,4 +1,5 @@
-"""POST /v1/images/edits: OpenAI's multipart edit form onto FLUX image-to-image and inpainting.
+"""POST /v1/images/edits: OpenAI's multipart edit form onto FLUX image-to-image and inpainting,
+FLUX.1 Kontext and Qwen-Image-Edit (reference-image edits).
 
 `image` (or `image[]`) is one upload or several (up to 16); `mask` is a PNG whose transparent
 pixels mark what to repaint. The edit is a text-to-image request that starts down the schedule
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -23,6 +24,7 @@ from omni.http.images import check_model, check_seeds, images_response, parse_si
 from omni.http.schemas import OutputFormat
 from omni.http.state import ENGINE
 from omni.limits import (
+    MAX_EDIT_IMAGES,
     Guidance,
     NumImages,
     PartialImages,
@@ -37,7 +39,6 @@ from omni.media import read_image
 from omni.models.base import ModelInfo
 from omni.request import GenerationParams
 
-MAX_EDIT_IMAGES = 16  # OpenAI's limit on `image`
 IMAGE_FIELDS = ("image", "image[]")
 
 
@@ -77,7 +78,9 @@ async def create_image_edits(request: web.Request) -> web.StreamResponse:
     check_model(form.model, engine.config.name)
     check_seeds(form.seed, form.n or 1)
     check_stream(form.stream, form.n)
-    image, mask_image = await asyncio.to_thread(read_uploads, images, mask)
+    image, mask_image = await asyncio.to_thread(
+        read_uploads, images, mask, engine.info.max_edit_images
+    )
     params = edit_params(form, image, mask_image, engine.info)
     await engine.validate(params)  # refuse what the model cannot serve before any work
     if form.stream:
@@ -132,29 +135,34 @@ def check_can_edit(info: ModelInfo) -> None:
     if not info.can_edit:
         raise ApiError(
             400,
-            f"model {info.name} cannot edit images: /v1/images/edits serves FLUX image models",
+            f"model {info.name} cannot edit images: /v1/images/edits serves FLUX, FLUX.1 Kontext "
+            "and Qwen-Image-Edit models",
             code="unsupported_model",
             param="model",
         )
 
 
-def read_uploads(images: list[bytes], mask: bytes | None) -> tuple[Image.Image, Image.Image | None]:
-    """The first image, and the mask as a repaint map (white where alpha is transparent)."""
-    if len(images) > 1:
+def read_uploads(
+    images: list[bytes], mask: bytes | None, max_images: int = 1
+) -> tuple[Any, Image.Image | None]:
+    """The image (a tuple of them when there are several), and the mask as a repaint map
+    (white where alpha is transparent)."""
+    if len(images) > max_images:
+        allowed = "one image: send one" if max_images == 1 else f"at most {max_images} images"
         raise ApiError(
-            400,
-            f"image has {len(images)} files but FLUX edits one image: send one",
-            param="image",
+            400, f"image has {len(images)} files but this model edits {allowed}", param="image"
         )
-    image = read_image(images[0], "image")
+    decoded = tuple(read_image(data, "image") for data in images)
+    image = decoded[0] if len(decoded) == 1 else decoded
     if mask is None:
         return image, None
     rgba = read_image(mask, "mask", mode="RGBA")
-    if rgba.size != image.size:
+    first = decoded[0]  # what a mask applies to
+    if rgba.size != first.size:
         raise ApiError(
             400,
-            f"mask is {rgba.size[0]}x{rgba.size[1]} but image is {image.size[0]}x"
-            f"{image.size[1]}: the mask must be the image's size",
+            f"mask is {rgba.size[0]}x{rgba.size[1]} but image is {first.size[0]}x"
+            f"{first.size[1]}: the mask must be the image's size",
             param="mask",
         )
     alpha = np.asarray(rgba)[..., 3]
@@ -170,13 +178,14 @@ def default_size(image: Image.Image, size_multiple: int) -> tuple[int, int]:
 
 
 def edit_params(
-    form: ImageEditForm, image: Image.Image, mask: Image.Image | None, info: ModelInfo
+    form: ImageEditForm, image: Any, mask: Image.Image | None, info: ModelInfo
 ) -> GenerationParams:
-    """Only what the client sent; without `size` the image's own, rounded down to the model's
-    size multiple."""
+    """Only what the client sent; without `size` the image's own (the last one's, when there
+    are several), rounded down to the model's size multiple."""
     width, height = parse_size(form.size)
     if width is None or height is None:
-        width, height = default_size(image, info.size_multiple)
+        last = image[-1] if isinstance(image, tuple) else image
+        width, height = default_size(last, info.size_multiple)
     params = GenerationParams(
         prompt=form.prompt,
         negative_prompt=form.negative_prompt,

@@ -50,6 +50,7 @@ class ModelInfo:
     # The RIFE model of requests that name none (omni.json's `frame_interpolation_model`).
     default_frame_interpolation_model: str | None = None
     can_edit: bool = False  # takes /v1/images/edits: image, mask and strength
+    max_edit_images: int = 1  # images one edit reads (Qwen-Image-Edit-2509 and later: several)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,11 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def tokens_per_row(self, params: GenerationParams) -> int:
         """The sequence length one row of this request puts through the denoiser."""
+
+    def pad_group(self, params: GenerationParams) -> Hashable:
+        """Which rows `forward` pads to one length: rows of other groups run as separate calls
+        of the same step, so the scheduler weighs padding only within a group."""
+        return None
 
     @abstractmethod
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -14,7 +14,14 @@ from omni.flow import config_shift, linear_sigmas
 from omni.models.base import Row
 from omni.models.flux_edit import EDIT_FIELDS, FluxEditMixin
 from omni.models.image_family import PooledTextCond, TrueCFGAdapter
-from omni.models.padding import key_mask, masked_backend, pad_rows, processors_replaced, unpad
+from omni.models.padding import (
+    key_mask,
+    masked_backend,
+    own_tokens,
+    pad_rows,
+    processors_replaced,
+    unpad,
+)
 from omni.request import GenerationParams, Request
 from omni.samplers import Schedule, ScheduleInputs
 
@@ -197,11 +204,6 @@ class FluxAdapter(FluxEditMixin, FluxBase):
         for request in requests:
             if request.params.image is not None:
                 self.prepare_edit(request)
-
-
-def own_tokens(rows: list[Row], predictions: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """Each row's prediction for its latents: the tokens a row adds after them are dropped."""
-    return [p[:, : r.request.latents.shape[1]] for p, r in zip(predictions, rows, strict=True)]
 
 
 class _PaddedFluxAttnProcessor:

@@ -91,7 +91,7 @@ class ImageAdapter(FamilyAdapter):
         self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype
     ) -> None:
         super().__init__(name, device, dtype)
-        self.pipe = self.pipeline_class.from_pretrained(model_dir, dtype=dtype).to(device)
+        self.pipe = self._load_pipeline(model_dir, dtype).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.scheduler_config = dict(self.pipe.scheduler.config)
         self.init_samplers(self.scheduler_config)
@@ -108,6 +108,9 @@ class ImageAdapter(FamilyAdapter):
         )
         self.text_cache = TextEmbeddingCache(self._encode_texts)
         self._setup()
+
+    def _load_pipeline(self, model_dir: Path, dtype: torch.dtype) -> Any:
+        return self.pipeline_class.from_pretrained(model_dir, dtype=dtype)
 
     def _setup(self) -> None:
         """What a family reads from its loaded pipeline beyond the shared attributes."""

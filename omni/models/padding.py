@@ -8,13 +8,16 @@ compute is thrown away.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.models.attention_dispatch import AttentionBackendName
 from torch.nn.utils.rnn import pad_sequence
+
+if TYPE_CHECKING:
+    from omni.models.base import Row
 
 # Backends of diffusers' dispatcher that take an attention mask; others (flash-attn) run mixed
 # batches on torch SDPA. On CUDA, flash-attn's varlen kernel (flash_attn_varlen_func with the
@@ -62,3 +65,8 @@ def processors_replaced(replacements: dict[torch.nn.Module, Any]) -> Iterator[No
     finally:
         for module, processor in originals.items():
             module.processor = processor
+
+
+def own_tokens(rows: list[Row], predictions: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Each row's prediction for its latents: the tokens a row adds after them are dropped."""
+    return [p[:, : r.request.latents.shape[1]] for p, r in zip(predictions, rows, strict=True)]

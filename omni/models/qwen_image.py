@@ -10,6 +10,7 @@ unchanged by padding at the end, so each row sees exactly what it sees alone.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -21,9 +22,9 @@ from omni.errors import InvalidRequestError
 from omni.flow import cfg_combine_all, config_shift, linear_sigmas
 from omni.models.base import Row
 from omni.models.image_family import TextCond, TrueCFGAdapter, uses_true_cfg
-from omni.models.padding import masked_backend, pad_rows, processors_replaced
+from omni.models.padding import masked_backend, own_tokens, pad_rows, processors_replaced
 from omni.models.text_cache import Embedding
-from omni.request import GenerationParams
+from omni.request import GenerationParams, Request
 from omni.samplers import ScheduleInputs
 
 # QwenImagePipeline.__call__'s defaults.
@@ -96,11 +97,23 @@ class QwenImageAdapter(TrueCFGAdapter):
         return ScheduleInputs(sigmas=linear_sigmas(params.num_inference_steps), mu=mu)
 
     def forward(self, rows: list[Row]) -> list[torch.Tensor]:
+        """Rows of one token layout (`_row_layout`, the pad group) per transformer call: Qwen's
+        RoPE takes one set of image shapes for the whole batch."""
+        groups: dict[Hashable, list[int]] = {}
+        for index, row in enumerate(rows):
+            groups.setdefault(self._row_layout(row.request), []).append(index)
+        predictions: list[torch.Tensor | None] = [None] * len(rows)
+        for indices in groups.values():
+            outputs = self._forward_layout([rows[i] for i in indices])
+            for index, output in zip(indices, outputs, strict=True):
+                predictions[index] = output
+        return predictions  # type: ignore[return-value]
+
+    def _forward_layout(self, rows: list[Row]) -> list[torch.Tensor]:
         embeds = [row.request.cond.embeds(row.uncond) for row in rows]
-        latents = torch.cat([r.request.latents for r in rows])
+        latents = torch.cat([self._row_tokens(r.request) for r in rows])
         text, valid = pad_rows(embeds)
         mixed_lengths = not bool(valid.all())
-        height, width = self._latent_size(rows[0].request.params)
         inputs = dict(
             hidden_states=latents,
             # The pipeline hands t in the latents' dtype, divided by 1000.
@@ -109,12 +122,25 @@ class QwenImageAdapter(TrueCFGAdapter):
             # No mask when no row is padded, as encode_prompt drops an all-ones one.
             encoder_hidden_states_mask=valid if mixed_lengths else None,
             encoder_hidden_states=text,
-            img_shapes=[[(1, height // 2, width // 2)]] * len(rows),
+            img_shapes=[self._img_shapes(rows[0].request)] * len(rows),
             return_dict=False,
         )
         with processors_replaced(self._masked_processors() if mixed_lengths else {}):
             prediction = self.pipe.transformer(**inputs)[0]
-        return list(prediction.split(1))
+        return own_tokens(rows, prediction.split(1))
+
+    def _row_layout(self, request: Request) -> Hashable:
+        """What rows of one transformer call share beyond the latent size (in the batch key)."""
+        return self.pad_group(request.params)
+
+    def _row_tokens(self, request: Request) -> torch.Tensor:
+        """The image tokens a row of the request puts through the transformer."""
+        return request.latents
+
+    def _img_shapes(self, request: Request) -> list[tuple[int, int, int]]:
+        """(frames, token rows, token columns) of each image in a row's tokens."""
+        height, width = self._latent_size(request.params)
+        return [(1, height // 2, width // 2)]
 
     def _masked_processors(self) -> dict[torch.nn.Module, Any]:
         """Qwen's own attention processor on a dispatcher backend that takes a mask (flash-attn

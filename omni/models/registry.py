@@ -17,6 +17,8 @@ FAMILIES: dict[str, str] = {
     "WanPipeline": "omni.models.wan:WanAdapter",
     "WanImageToVideoPipeline": "omni.models.wan:WanAdapter",
     "QwenImagePipeline": "omni.models.qwen_image:QwenImageAdapter",
+    "QwenImageEditPipeline": "omni.models.qwen_image_edit:QwenImageEditAdapter",
+    "QwenImageEditPlusPipeline": "omni.models.qwen_image_edit_plus:QwenImageEditPlusAdapter",
     "ZImagePipeline": "omni.models.z_image:ZImageAdapter",
     "StableDiffusion3Pipeline": "omni.models.sd3:SD3Adapter",
     "Flux2KleinPipeline": "omni.models.flux2:Flux2KleinAdapter",

@@ -73,33 +73,54 @@ class RunnerOutput:
 
 
 @dataclass(slots=True)
-class Forward:
-    """The requests of one forward and its padded cost: rows x the longest row."""
+class PadGroup:
+    """Rows of one forward that the denoiser pads to one length: their count, the longest, and
+    the tokens they really hold."""
 
-    key: Hashable  # the denoiser every request in it runs
-    requests: list[Request] = field(default_factory=list)
     rows: int = 0
     longest_row: int = 0
     real_tokens: int = 0
 
+    @property
+    def padded(self) -> int:
+        return self.rows * self.longest_row
+
+
+@dataclass(slots=True)
+class Forward:
+    """The requests of one forward and its padded cost: rows x the longest row of each pad
+    group (`Request.pad_group`: groups run as separate calls of the step, unpadded between)."""
+
+    key: Hashable  # the denoiser every request in it runs
+    requests: list[Request] = field(default_factory=list)
+    rows: int = 0
+    groups: dict[Hashable, PadGroup] = field(default_factory=dict)
+
     def misfit(self, request: Request, config: SchedulerConfig) -> str | None:
         """None if `request` fits; else "budget" (the forward is full) or "padding" (its size is
-        too far from the others': padding would waste more than MAX_PADDING_RATIO allows)."""
+        too far from its group's: padding would waste more than MAX_PADDING_RATIO allows)."""
         if not self.requests:  # a request over the budget alone still runs, alone
             return None
         rows = self.rows + request.num_rows
-        padded = rows * max(self.longest_row, request.tokens_per_row)
+        group = self.groups.get(request.pad_group, PadGroup())
+        joined = PadGroup(
+            group.rows + request.num_rows,
+            max(group.longest_row, request.tokens_per_row),
+            group.real_tokens + request.num_rows * request.tokens_per_row,
+        )
+        padded = sum(g.padded for g in self.groups.values()) - group.padded + joined.padded
         budget = config.max_num_batched_tokens
         if rows > config.max_batch_size or (budget is not None and padded > budget):
             return "budget"
-        real = self.real_tokens + request.num_rows * request.tokens_per_row
-        return "padding" if padded > MAX_PADDING_RATIO * real else None
+        return "padding" if joined.padded > MAX_PADDING_RATIO * joined.real_tokens else None
 
     def add(self, request: Request) -> None:
         self.requests.append(request)
         self.rows += request.num_rows
-        self.longest_row = max(self.longest_row, request.tokens_per_row)
-        self.real_tokens += request.num_rows * request.tokens_per_row
+        group = self.groups.setdefault(request.pad_group, PadGroup())
+        group.rows += request.num_rows
+        group.longest_row = max(group.longest_row, request.tokens_per_row)
+        group.real_tokens += request.num_rows * request.tokens_per_row
 
 
 def place(request: Request, forwards: list[Forward], config: SchedulerConfig) -> bool:

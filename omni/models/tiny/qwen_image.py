@@ -65,9 +65,10 @@ def _pretokenized_words(text: str) -> Counter[str]:
     return Counter(word for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized))
 
 
-def build_qwen_tokenizer() -> Qwen2Tokenizer:
-    """A byte-level BPE in the Qwen2 layout that knows the chat-template special tokens."""
-    counts = _pretokenized_words(VOCABULARY_TEXT + TEMPLATE_TEXT * 4)
+def build_qwen_tokenizer(template: str = TEMPLATE_TEXT) -> Qwen2Tokenizer:
+    """A byte-level BPE in the Qwen2 layout that knows the chat-template special tokens, its
+    merges learned on the vocabulary text and a pipeline's prompt template."""
+    counts = _pretokenized_words(VOCABULARY_TEXT + template * 4)
     merges = learn_byte_level_merges(counts, QWEN_MERGE_COUNT)
     tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens += [left + right for left, right in merges]
