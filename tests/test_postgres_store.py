@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_the_store_connects_again_after_its_connection_drops(database: str, tmp_
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+        # pg_terminate_backend only signals: wait until the store's backend is really gone
+        pid = store._db.info.backend_pid
+        deadline = time.monotonic() + 30
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the store's backend outlived its termination"
+            time.sleep(0.01)
 
     with pytest.raises(psycopg.OperationalError):
         store.get(job.id)  # the statement in flight fails; the caller retries

@@ -71,9 +71,18 @@ class PostgresJobStore(JobStore):
             raise
 
     def _exec(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        if self._db.broken:  # the database restarted or the network dropped: connect again
+        import psycopg
+
+        if self._db.closed:  # the last statement lost the connection: connect again
             self._db = self._connect()
-        return self._db.execute(sql.replace("?", "%s"), args)
+        try:
+            return self._db.execute(sql.replace("?", "%s"), args)
+        except psycopg.OperationalError:
+            # The database restarted or the network dropped. psycopg does not always mark the
+            # connection broken (a send that fails half-way leaves it "active"), so drop it
+            # here; every statement is its own transaction, and the caller may retry.
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
