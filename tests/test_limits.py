@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from omni.http.schemas import ImageGenerationRequest
-from omni.http.video_form import VideoRequest
+from omni.http.video_fields import VideoRequest
 
 
 def numeric_members(annotation: object) -> list[object]:

@@ -13,7 +13,7 @@ from omni.http.edits import ImageEditForm
 from omni.http.errors import ErrorBody
 from omni.http.image_stream import CompletedEvent, ErrorEvent, PartialImageEvent
 from omni.http.schemas import Health, ImageGenerationRequest, ImageGenerationResponse, ModelList
-from omni.http.video_form import VideoRequest
+from omni.http.video_fields import VideoRequest
 
 JSON = "application/json"
 FORM = "multipart/form-data"
