@@ -1,5 +1,6 @@
-"""`--data-parallel-size 2` on a local Ray cluster: requests spread over both replicas, and a
-replica killed mid-request costs no request a hang or an unexplained 500, and comes back."""
+"""`--data-parallel-size 2 --api-server-count 2` on a local Ray cluster: requests spread over both
+replicas and both front ends, and a replica killed mid-request costs no request a hang or an
+unexplained 500, and comes back; a front end killed leaves the port served, and comes back."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import requests
 from tests.http.servers import ServerProcess, open_request, stats, wait_until
 
 NUM_REPLICAS = 2
+NUM_FRONT_ENDS = 2
 QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
 # Long enough on a CPU that a replica is still running it when the test kills the replica.
 SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 40, "n": 2}
@@ -28,13 +30,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One Ray cluster for the module: the server starts it and stops it."""
     folder = tmp_path_factory.mktemp("replicas")
     args = ["--data-parallel-size", str(NUM_REPLICAS), "--profile-seconds", "0"]
+    args += ["--api-server-count", str(NUM_FRONT_ENDS)]
     process = ServerProcess([*args, "--storage-path", str(folder / "storage")], folder / "log")
     try:
         process.wait_healthy()
         wait_until(lambda: len(ready_replicas(process.url)) == NUM_REPLICAS, 60, "2 replicas")
+        wait_for_front_ends(process.url)
         yield process
     finally:
         process.stop()
+
+
+def front_end_pids(url: str, count: int = 20) -> dict[int, int]:
+    """Index to pid of the front ends that answered `count` requests, each on a new connection."""
+    seen = {}
+    for _ in range(count):
+        answer = stats(url)["front_end"]
+        seen[answer["index"]] = answer["pid"]
+    return seen
+
+
+def wait_for_front_ends(url: str) -> dict[int, int]:
+    pids: dict[int, int] = {}
+    wait_until(
+        lambda: len(pids.update(front_end_pids(url)) or pids) == NUM_FRONT_ENDS,
+        120,
+        f"{NUM_FRONT_ENDS} front ends to answer",
+    )
+    return pids
 
 
 def ready_replicas(url: str) -> list[dict[str, Any]]:
