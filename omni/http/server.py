@@ -65,6 +65,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     Until then /health and model routes answer 503. A further front end of --api-server-count
     listens only once it has joined the replicas: every process on the shared port can serve.
     """
+    started = time.monotonic()
     app = build_app(config)
     # aiohttp lets a handler run on after its client disconnects unless asked; cancelling it
     # closes its engine streams, which aborts their requests at the next step boundary.
@@ -88,14 +89,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
     port = runner.addresses[0][1]
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{port}"
-    announcer = asyncio.create_task(announce_when_ready(app[ENGINE], url))
+    announcer = asyncio.create_task(announce_when_ready(app[ENGINE], url, started))
     return RunningServer(app, runner, url, announcer)
 
 
-async def announce_when_ready(engine: EngineService, url: str) -> None:
+async def announce_when_ready(engine: EngineService, url: str, started: float) -> None:
     # Polled rather than awaited in a thread: a server stopped while the model still loads
     # must not leave a thread that the event loop's shutdown would wait for.
-    started = time.monotonic()
     while engine.state == EngineState.LOADING:
         await asyncio.sleep(READY_POLL_S)
     name = engine.config.name
