@@ -108,7 +108,7 @@ async def announce_when_ready(engine: EngineService, url: str, started: float) -
 
 def run(config: ServerConfig) -> None:
     """`serve` on a fresh event loop (uvloop where there is one), with the server's logging."""
-    where = f"front end {config.front_end_index} " if config.api_server_count > 1 else ""
+    where = f"[front end {config.front_end_index}] " if config.api_server_count > 1 else ""
     log_format = f"%(asctime)s %(levelname)s {where}%(message)s"
     logging.basicConfig(level=logging.INFO, format=log_format)
     quiet_libraries()
