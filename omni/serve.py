@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +16,11 @@ from omni.http.config import (
     DEFAULT_SEND_TIMEOUT_S,
     DEFAULT_SHUTDOWN_TIMEOUT_S,
     DEFAULT_STORAGE_PATH,
+    MAX_API_SERVER_COUNT,
     ServerConfig,
 )
 from omni.jobs import DEFAULT_LEASE_S
 from omni.limits import CACHE_TYPES, DEFAULT_MAX_QUEUED_VIDEO_JOBS, MAX_LORA_SCALE
-from omni.logs import quiet_libraries
 from omni.scheduler import POLICIES
 
 API_KEY_ENV = "OMNI_API_KEY"
@@ -262,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="join this Ray cluster (auto: the one started on this node with `ray start`, or "
         "HOST:PORT) and run the replicas on it",
     )
+    cluster.add_argument(
+        "--api-server-count",
+        type=int,
+        default=1,
+        help="HTTP front-end processes sharing --port (SO_REUSEPORT, Linux), all sending to "
+        f"the same replicas; more than 1 needs --data-parallel-size or --ray-address (at most "
+        f"{MAX_API_SERVER_COUNT})",
+    )
     return parser
 
 
@@ -359,6 +365,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             shutdown_timeout=args.shutdown_timeout,
             data_parallel_size=args.data_parallel_size,
             ray_address=args.ray_address,
+            api_server_count=args.api_server_count,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -372,16 +379,9 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    quiet_libraries()
-    from omni.http.server import serve
+    from omni.http.server import run
 
-    try:
-        import uvloop
-    except ImportError:  # not built for Windows
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
+    run(config)
 
 
 if __name__ == "__main__":

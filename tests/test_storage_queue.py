@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from omni.jobs import JobStore
-from omni.storage import DATABASE_FILE, SERVER_RESTARTED, JobInput, JobStatus, VideoStore
+from omni.storage import (
+    DATABASE_FILE,
+    SERVER_RESTARTED,
+    JobInput,
+    JobStatus,
+    StorageInUseError,
+    VideoStore,
+)
 from tests.test_storage import FakeClock, make_job
 
 Opener = Callable[..., JobStore]
@@ -195,3 +202,27 @@ def test_a_renewed_lease_is_not_reaped(open_store: Opener) -> None:
         assert store.reap() == 0
     assert store.mark_progress(job.id, 40, claim.fence)
     assert store.get(job.id).progress == 40
+
+
+def test_a_further_front_end_shares_the_owners_store_and_leaves_its_jobs_alone(
+    tmp_path: Path,
+) -> None:
+    owner = VideoStore(tmp_path)
+    running, queued = make_job(), make_job()
+    owner.create(running, INPUT)
+    claim = owner.claim()
+    assert claim is not None and owner.mark_progress(running.id, 30, claim.fence)
+
+    other = VideoStore(tmp_path, owner=False)  # no StorageInUseError, and no recovery
+
+    still = other.get(running.id)
+    assert (still.status, still.progress) == (JobStatus.IN_PROGRESS, 30)
+    other.create(queued, INPUT)
+    assert owner.queued_ids() == [queued.id]  # queued by the other, claimed by the owner
+    assert owner.claim().job_id == queued.id
+    assert other.delete(running.id)
+    assert not owner.mark_progress(running.id, 60, claim.fence)  # the owner's run stops
+    with pytest.raises(StorageInUseError):
+        VideoStore(tmp_path)  # a second owner is still refused
+    other.close()
+    owner.close()

@@ -49,6 +49,11 @@ def join(ray_address: str | None) -> DeploymentHandle | None:
     return serve.get_app_handle(APP_NAME)
 
 
+def cluster_address() -> str:
+    """HOST:PORT of the joined cluster's GCS, for other processes to join it by."""
+    return ray.get_runtime_context().gcs_address
+
+
 def start_replicas(config: EngineConfig, num_replicas: int) -> DeploymentHandle:
     """Returns once every replica has loaded its model."""
     options = replica_options(config, num_replicas, ray.cluster_resources().get("GPU", 0.0))

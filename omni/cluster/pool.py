@@ -11,7 +11,7 @@ from typing import Any
 from ray.serve.handle import DeploymentResponse
 
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
-from omni.cluster.deploy import join, start_replicas, undeploy
+from omni.cluster.deploy import cluster_address, join, start_replicas, undeploy
 from omni.cluster.errors import as_omni_error
 from omni.cluster.stats import merge_stats
 from omni.config import EngineConfig
@@ -28,12 +28,24 @@ READY_POLL_S = 0.1
 
 class ReplicaPool(EngineService):
     """Requests go through a Serve handle, which routes each to the less loaded of two replicas
-    it picks (power of two choices); statuses come from the board the replicas post to."""
+    it picks (power of two choices); statuses come from the board the replicas post to.
 
-    def __init__(self, config: EngineConfig, num_replicas: int, ray_address: str | None) -> None:
+    With `join_only` (a further front end of --api-server-count) it never starts replicas: it
+    joins the ones there or fails.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        num_replicas: int,
+        ray_address: str | None,
+        join_only: bool = False,
+    ) -> None:
         self.config = config
         self.num_replicas = num_replicas
         self.ray_address = ray_address
+        self.join_only = join_only
+        self.cluster_address: str | None = None  # the GCS's HOST:PORT, once joined
         self.observer = EngineObserver()  # replicas keep their own; the pool reports their counts
         self._handle = None
         self._info: ModelInfo | None = None
@@ -50,6 +62,11 @@ class ReplicaPool(EngineService):
     async def _run(self) -> None:
         try:
             handle = await asyncio.to_thread(join, self.ray_address)
+            self.cluster_address = await asyncio.to_thread(cluster_address)
+            if handle is None and self.join_only:
+                raise RuntimeError(
+                    f"no engine replicas to join on the cluster at {self.ray_address}"
+                )
             if handle is None:
                 self._started_replicas = True  # set first: a stop while they load removes them
                 handle = await asyncio.to_thread(start_replicas, self.config, self.num_replicas)

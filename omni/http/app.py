@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from omni.engine import AsyncEngine, EngineService
-from omni.http import chat, edits, images, info, metrics, playground, videos
+from omni.http import chat, edits, front_ends, images, info, metrics, playground, videos
 from omni.http.auth import api_key_middleware
 from omni.http.config import ServerConfig
 from omni.http.errors import error_middleware
@@ -33,6 +33,8 @@ def build_app(config: ServerConfig) -> web.Application:
     app[STARTED_AT] = int(time.time())
     app.cleanup_ctx.append(run_engine)
     app.on_response_prepare.append(add_request_id)
+    if config.api_server_count > 1:
+        app.on_response_prepare.append(front_ends.header_hook(config))
     add_routes(app)
     if config.playground:
         playground.add_playground_routes(app)
@@ -46,7 +48,12 @@ def make_engine(config: ServerConfig) -> EngineService:
         return AsyncEngine(config.engine)
     from omni.cluster import ReplicaPool  # Ray is an optional extra
 
-    return ReplicaPool(config.engine, config.data_parallel_size, config.ray_address)
+    return ReplicaPool(
+        config.engine,
+        config.data_parallel_size,
+        config.ray_address,
+        join_only=config.front_end_index > 0,
+    )
 
 
 def add_routes(app: web.Application) -> None:

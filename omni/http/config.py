@@ -15,6 +15,7 @@ DEFAULT_KEEPALIVE_TIMEOUT_S = 15.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0  # 32 MiB at about 4 Mbit/s
 DEFAULT_SEND_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+MAX_API_SERVER_COUNT = 64  # front-end processes sharing the port (--api-server-count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ class ServerConfig:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S  # after SIGTERM, for work in flight
     data_parallel_size: int = 1  # engine replicas; more than one runs them on Ray Serve
     ray_address: str | None = None  # a Ray cluster to join (auto or HOST:PORT); None: a local one
+    api_server_count: int = 1  # front-end processes on the port; above 1 needs the replicas
+    # Which of them this process is: 0 starts the others and runs the video job worker.
+    front_end_index: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -75,6 +79,23 @@ class ServerConfig:
             raise ValueError("data_parallel_size must be at least 1")
         if not self.shutdown_timeout >= 0:
             raise ValueError("shutdown_timeout must be a number of seconds, 0 or more")
+        self._check_front_ends()
+
+    def _check_front_ends(self) -> None:
+        if not 1 <= self.api_server_count <= MAX_API_SERVER_COUNT:
+            raise ValueError(
+                f"--api-server-count must be between 1 and {MAX_API_SERVER_COUNT}, "
+                f"got {self.api_server_count}"
+            )
+        if self.api_server_count > 1 and not self.uses_replicas:
+            raise ValueError(
+                "--api-server-count above 1 needs the engine on Ray (--data-parallel-size N or "
+                "--ray-address): an engine inside one process cannot be shared by several"
+            )
+        if not 0 <= self.front_end_index < self.api_server_count:
+            raise ValueError(
+                f"front_end_index must be below api_server_count, got {self.front_end_index}"
+            )
 
     @property
     def uses_replicas(self) -> bool:

@@ -7,9 +7,10 @@ from aiohttp import web
 
 from omni.engine.engine import EngineState
 from omni.errors import EngineNotReadyError
+from omni.http.front_ends import front_end_info
 from omni.http.model_card import model_card
 from omni.http.schemas import Health, ModelList, json_response
-from omni.http.state import ENGINE, STARTED_AT
+from omni.http.state import ENGINE, SERVER_CONFIG, STARTED_AT
 
 
 async def health(request: web.Request) -> web.Response:
@@ -29,9 +30,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def engine_stats(request: web.Request) -> web.Response:
     """The engine's counters, e.g. `batch_size_counts` shows how requests shared forwards.
-    With replicas: their totals, and each replica's own under `replicas`."""
+    With replicas: their totals, and each replica's own under `replicas`. `front_end` is the
+    process that answered (one of --api-server-count)."""
     engine = request.app[ENGINE]
     answer = {"state": engine.state.value, **msgspec.to_builtins(engine.stats())}
+    answer["front_end"] = front_end_info(request.app[SERVER_CONFIG])
     replicas = engine.replicas()
     if replicas:
         answer["replicas"] = msgspec.to_builtins(replicas)

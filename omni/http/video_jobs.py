@@ -6,7 +6,9 @@ engine refuses anyway (a sync or image request took the slot first) goes back to
 job the API accepted is never failed for overload, and one that was queued when the server
 stopped is in the store, with its input, for the next server to run (or, on a shared store, for
 another server). A lease keeper renews the leases of the jobs this server runs, stops any whose
-lease another server took over, and reaps the jobs whose lease ran out.
+lease another server took over, and reaps the jobs whose lease ran out. Of a server's front ends
+(--api-server-count), only the first runs jobs: the others queue, list and delete them, and one
+dispatcher sees the free slots of all replicas, where several would race for the same slots.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ class VideoJobs:
     """The queue of accepted jobs (in the store) and the ones this server runs."""
 
     def __init__(
-        self, engine: EngineService, store: JobStore, max_queued: int, interpolator: Interpolator
+        self,
+        engine: EngineService,
+        store: JobStore,
+        max_queued: int,
+        interpolator: Interpolator,
+        runs_jobs: bool = True,
     ) -> None:
         self.engine = engine
         self.interpolator = interpolator
@@ -60,12 +67,14 @@ class VideoJobs:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.claims: dict[str, Claim] = {}
         self.starting: set[asyncio.Task[KeyedJob]] = set()
-        self.is_dispatching = True
+        self.is_dispatching = runs_jobs
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start claiming queued jobs (a restart's first), and keeping leases."""
+        if not self.is_dispatching:
+            return
         queued = await asyncio.to_thread(self.store.count_queued)
         if queued:
             logger.info("%d video job(s) are queued in the store", queued)

@@ -62,6 +62,7 @@ def add_video_routes(app: web.Application) -> None:
 
 async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
     config = app[SERVER_CONFIG]
+    owner = config.front_end_index == 0  # the others of --api-server-count run no jobs
     store = await asyncio.to_thread(
         open_job_store,
         config.storage_path,
@@ -71,14 +72,16 @@ async def run_video_jobs(app: web.Application) -> AsyncIterator[None]:
         config.artifact_store,
         config.s3_endpoint_url,
         config.lease_seconds,
+        owner=owner,
     )
     engine = app[ENGINE]
     interpolator = Interpolator(engine.config.torch_device)
     app[INTERPOLATOR] = interpolator
-    jobs = VideoJobs(engine, store, config.max_queued_video_jobs, interpolator)
+    jobs = VideoJobs(engine, store, config.max_queued_video_jobs, interpolator, owner)
     app[VIDEO_JOBS] = jobs
     await jobs.start()
-    sweeper = asyncio.create_task(sweep_expired(store)) if store.retention_s else None
+    sweeps = owner and store.retention_s
+    sweeper = asyncio.create_task(sweep_expired(store)) if sweeps else None
     try:
         yield
     finally:

@@ -59,8 +59,11 @@ def open_job_store(
     s3_endpoint_url: str | None = None,
     lease_s: float = DEFAULT_LEASE_S,
     clock: Callable[[], float] = time.time,
+    owner: bool = True,
 ) -> JobStore:
-    """The store the flags name; with none, SQLite and files in `directory` (as always)."""
+    """The store the flags name; with none, SQLite and files in `directory` (as always).
+
+    `owner=False`: a further front end of the server that owns the SQLite store (see there)."""
     check_store_urls(job_store, artifact_store)
     artifacts: ArtifactStore | None = None
     if artifact_store is not None:
@@ -69,7 +72,9 @@ def open_job_store(
         artifacts = S3Artifacts(artifact_store, s3_endpoint_url)
     worker = default_worker_id()
     if job_store is None:
-        return SqliteJobStore(directory, retention_s, clock, resume, artifacts, worker, lease_s)
+        return SqliteJobStore(
+            directory, retention_s, clock, resume, artifacts, worker, lease_s, owner
+        )
     from omni.jobs.postgres import PostgresJobStore
 
     artifacts = artifacts or LocalArtifacts(directory)

@@ -3,7 +3,9 @@
 One store owns a directory at a time: opening one that another store holds raises
 StorageInUseError, because recovery would fail that store's live jobs and sweep its files. Being
 the only owner, it takes back every unfinished job when it opens (a restart) and never reaps
-while it runs: no other server's lease can run out.
+while it runs: no other server's lease can run out. The further front ends of one server
+(--api-server-count) open it with `owner=False`: no lock and no recovery, and they never claim,
+so the owner's jobs stay its own; SQLite serialises their writes.
 """
 
 from __future__ import annotations
@@ -70,13 +72,14 @@ class SqliteJobStore(JobStore):
         artifacts: ArtifactStore | None = None,
         worker_id: str = "local",
         lease_s: float = DEFAULT_LEASE_S,
+        owner: bool = True,
     ) -> None:
         self.directory = Path(directory).expanduser().resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         local = LocalArtifacts(self.directory)
         super().__init__(artifacts or local, retention_s, clock, resume, worker_id, lease_s)
         self._local = local
-        self._owner = hold_directory(self.directory)
+        self._owner = hold_directory(self.directory) if owner else -1
         try:
             self._db = sqlite3.connect(
                 self.directory / DATABASE_FILE, check_same_thread=False, isolation_level=None
@@ -89,9 +92,11 @@ class SqliteJobStore(JobStore):
                 self._db.execute(SCHEMA)
                 self._add_new_columns()
                 self._db.execute(KEY_INDEX)
-            self._recover()
+            if owner:
+                self._recover()
         except BaseException:
-            os.close(self._owner)
+            if owner:
+                os.close(self._owner)
             raise
 
     def _exec(self, sql: str, args: Sequence[Any] = ()) -> Any:

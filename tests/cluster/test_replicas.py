@@ -1,5 +1,6 @@
-"""`--data-parallel-size 2` on a local Ray cluster: requests spread over both replicas, and a
-replica killed mid-request costs no request a hang or an unexplained 500, and comes back."""
+"""`--data-parallel-size 2 --api-server-count 2` on a local Ray cluster: requests spread over both
+replicas and both front ends, and a replica killed mid-request costs no request a hang or an
+unexplained 500, and comes back; a front end killed leaves the port served, and comes back."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import requests
 from tests.http.servers import ServerProcess, open_request, stats, wait_until
 
 NUM_REPLICAS = 2
+NUM_FRONT_ENDS = 2
 QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
 # Long enough on a CPU that a replica is still running it when the test kills the replica.
 SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 40, "n": 2}
 RESTART_TIMEOUT_S = 240.0
+# Each front end polls the replicas' board on its own, half a second apart at most: counters are
+# compared through one kept-alive connection, so through one front end's view.
+PINNED = requests.Session()
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +33,55 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One Ray cluster for the module: the server starts it and stops it."""
     folder = tmp_path_factory.mktemp("replicas")
     args = ["--data-parallel-size", str(NUM_REPLICAS), "--profile-seconds", "0"]
+    args += ["--api-server-count", str(NUM_FRONT_ENDS)]
     process = ServerProcess([*args, "--storage-path", str(folder / "storage")], folder / "log")
     try:
         process.wait_healthy()
         wait_until(lambda: len(ready_replicas(process.url)) == NUM_REPLICAS, 60, "2 replicas")
+        wait_for_front_ends(process.url)
         yield process
     finally:
         process.stop()
 
 
+def front_end_pids(url: str, count: int = 20) -> dict[int, int]:
+    """Index to pid of the front ends that answered `count` requests, each on a new connection."""
+    seen = {}
+    for _ in range(count):
+        answer = stats(url)["front_end"]
+        seen[answer["index"]] = answer["pid"]
+    return seen
+
+
+def wait_for_front_ends(url: str) -> dict[int, int]:
+    """Index to pid of every front end, once each has answered."""
+    pids: dict[int, int] = {}
+
+    def all_answered() -> bool:
+        pids.update(front_end_pids(url))
+        return len(pids) == NUM_FRONT_ENDS
+
+    wait_until(all_answered, 120, f"{NUM_FRONT_ENDS} front ends to answer", interval=0.5)
+    return pids
+
+
+def is_gone(pid: int) -> bool:
+    """Whether the process has exited and been reaped (by its parent front end)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def pinned_stats(url: str) -> dict[str, Any]:
+    response = PINNED.get(f"{url}/v1/stats", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
 def ready_replicas(url: str) -> list[dict[str, Any]]:
-    return [r for r in stats(url).get("replicas", []) if r["state"] == "ready"]
+    return [r for r in pinned_stats(url).get("replicas", []) if r["state"] == "ready"]
 
 
 def post_image(url: str, body: dict[str, Any]) -> requests.Response:
@@ -71,7 +114,32 @@ def test_concurrent_requests_all_succeed_and_both_replicas_serve(server: ServerP
     served = {replica: after[replica] - before.get(replica, 0) for replica in after}
     assert len(served) == NUM_REPLICAS
     assert all(count > 0 for count in served.values()), served
-    assert stats(server.url)["num_finished"] == sum(after.values())
+    assert pinned_stats(server.url)["num_finished"] == sum(after.values())
+
+
+def test_requests_over_new_connections_are_spread_over_the_front_ends(
+    server: ServerProcess,
+) -> None:
+    responses = post_many(server.url, QUICK, 16)  # requests opens a connection for each
+
+    assert [r.status_code for r in responses] == [200] * 16
+    answered = {r.headers["x-omni-front-end"] for r in responses}
+    assert answered == {str(index) for index in range(NUM_FRONT_ENDS)}
+
+
+def test_a_killed_front_end_leaves_the_port_served_and_is_started_again(
+    server: ServerProcess,
+) -> None:
+    victim = wait_for_front_ends(server.url)[1]
+
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: is_gone(victim), 30, "the first front end to reap the killed one")
+    PINNED.close()  # its connection may have been to the killed one; a new one opens on use
+
+    responses = post_many(server.url, QUICK, 8)
+    assert [r.status_code for r in responses] == [200] * 8
+    pids = wait_for_front_ends(server.url)
+    assert victim not in pids.values()
 
 
 def test_metrics_count_each_replica(server: ServerProcess) -> None:
@@ -99,7 +167,7 @@ def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> 
 def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
     server: ServerProcess,
 ) -> None:
-    aborted_before = stats(server.url)["num_aborted"]
+    aborted_before = pinned_stats(server.url)["num_aborted"]
     body = json.dumps({**QUICK, "size": "1024x1024", "num_inference_steps": 1000}).encode()
     sock = open_request(server.url, "/v1/images/generations", body)
     wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to take the request")
@@ -108,7 +176,8 @@ def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
 
     wait_until(
         lambda: (
-            busy_replica(server.url) is None and stats(server.url)["num_aborted"] > aborted_before
+            busy_replica(server.url) is None
+            and pinned_stats(server.url)["num_aborted"] > aborted_before
         ),
         60,
         "the replica to abort the request",
@@ -162,3 +231,5 @@ def test_replica_flags_set_their_fields(tmp_path: Path) -> None:
     assert (config.data_parallel_size, config.ray_address) == (3, "auto")
     assert config.uses_replicas
     assert not parse_config([]).uses_replicas
+    shared = parse_config(["--data-parallel-size", "2", "--api-server-count", "4"])
+    assert (shared.api_server_count, shared.front_end_index) == (4, 0)

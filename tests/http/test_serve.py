@@ -10,6 +10,7 @@ import pytest
 
 from omni.config import EngineConfig
 from omni.http import ServerConfig
+from omni.http.config import MAX_API_SERVER_COUNT
 from omni.serve import build_parser, parse_config
 from tests.http.servers import ServerProcess
 
@@ -46,7 +47,8 @@ EVERY_FLAG = [
 
 
 def config_fields() -> set[str]:
-    server = {f.name for f in fields(ServerConfig)} - {"engine"}
+    # front_end_index is set by the first of --api-server-count front ends for the others.
+    server = {f.name for f in fields(ServerConfig)} - {"engine", "front_end_index"}
     return server | {f.name for f in fields(EngineConfig)}
 
 
@@ -125,6 +127,9 @@ def test_api_key_and_storage_path_come_from_the_environment(
         (["--artifact-store", "/srv/videos"], "--artifact-store: an artifact store must be s3://"),
         (["--lease-seconds", "0"], "lease_seconds"),
         (["--presigned-urls"], "presigned_urls needs an artifact_store"),
+        (["--api-server-count", "2"], "--api-server-count above 1 needs the engine on Ray"),
+        (["--api-server-count", "0"], "--api-server-count must be between 1 and"),
+        ([f"--api-server-count={MAX_API_SERVER_COUNT + 1}"], "--api-server-count must be between"),
     ],
 )
 def test_bad_flags_exit_with_a_message(
