@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from dataclasses import replace
 
 from omni.config import EngineConfig
@@ -22,9 +23,7 @@ from omni.errors import (
     RequestAbortedError,
     RequestFailedError,
 )
-from omni.lora.manager import LoraManager
-from omni.lora.rows import RowStack
-from omni.lora.spec import LoraSpec
+from omni.lora.held import acquire_loras, loras_held
 from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams, Request
 
@@ -36,24 +35,14 @@ ERRORS_BY_CODE: dict[str, type[OmniError]] = {
 LIVENESS_POLL_S = 1.0
 
 
-async def acquire_loras(loras: LoraManager, specs: tuple[LoraSpec, ...]) -> RowStack:
-    """`loras.acquire` in a worker thread (never the engine's); a caller cancelled meanwhile
-    leaves nothing pinned."""
-    loading = asyncio.ensure_future(asyncio.to_thread(loras.acquire, specs))
-    try:
-        return await asyncio.shield(loading)
-    except asyncio.CancelledError:
-        loading.add_done_callback(
-            lambda done: done.cancelled() or done.exception() or loras.release(done.result())
-        )
-        raise
-
-
 class AsyncEngine(EngineService):
     def __init__(self, config: EngineConfig, engine: Engine | None = None) -> None:
         self.config = config
         self._engine = engine
         self._streams: dict[str, asyncio.Queue[Event]] = {}
+        # Submitted ids whose Finished or Failed has not come back: one a caller gave up on may
+        # still be in the engine (aborting, or decoding), so its id is not free to use again.
+        self._in_engine: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.observer = EngineObserver()  # set before start: the engine reports to it
 
@@ -169,7 +158,8 @@ class AsyncEngine(EngineService):
     ) -> list[Finished]:
         """Submit together (they share their first batch); if one fails, the others are aborted."""
         requests = self._make_requests(params, request_ids or [None] * len(params))
-        async with self._loras_held(requests):
+        await self._ids_free(requests)
+        async with loras_held(self._engine.adapter.loras, requests):
             self._submit(requests)
             tasks = [asyncio.ensure_future(self._result(r.request_id)) for r in requests]
             try:
@@ -185,29 +175,12 @@ class AsyncEngine(EngineService):
         """Progress and Preview (partial image) events, then one Finished; raises on failure.
         Closing early aborts."""
         (request,) = self._make_requests([params], [request_id])
-        async with self._loras_held([request]):
+        await self._ids_free([request])
+        async with loras_held(self._engine.adapter.loras, [request]):
             self._submit([request])
             async with aclosing(self._follow(request.request_id)) as events:
                 async for event in events:
                     yield event
-
-    @asynccontextmanager
-    async def _loras_held(self, requests: list[Request]) -> AsyncIterator[None]:
-        """Each request's adapters, loaded (in a worker thread: never on the engine's) and pinned
-        in the device's LRU while it runs."""
-        loras = self._engine.adapter.loras
-        held = [r for r in requests if r.params.lora]
-        if loras is None or not held:
-            yield
-            return
-        try:
-            for request in held:
-                request.lora = await acquire_loras(loras, request.params.lora)
-            yield
-        finally:
-            for request in held:
-                if request.lora is not None:
-                    loras.release(request.lora)
 
     async def load_loras(self, params: GenerationParams) -> None:
         """Read a request's adapters into the device's LRU now, holding none: a file that is not
@@ -241,9 +214,21 @@ class AsyncEngine(EngineService):
             if not finished:
                 self._engine.submit(Abort(request_id))
 
+    async def _ids_free(self, requests: list[Request]) -> None:
+        """Wait until an earlier request of the same id (a job run again after it was stopped)
+        has left the engine, so none of its events reaches the new one's stream."""
+        for request in requests:
+            while (left := self._in_engine.get(request.request_id)) is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(left.wait(), LIVENESS_POLL_S)
+                self._check_ready()
+            if request.request_id in self._streams:  # taken by another caller meanwhile
+                raise ValueError(f"request {request.request_id} is already running")
+
     def _submit(self, requests: list[Request]) -> None:
         for request in requests:
             self._streams[request.request_id] = asyncio.Queue()
+            self._in_engine[request.request_id] = asyncio.Event()
         self._engine.submit(AddRequest(tuple(requests)))
 
     def abort(self, request_id: str) -> None:
@@ -298,3 +283,5 @@ class AsyncEngine(EngineService):
             stream = self._streams.get(event.request_id)
             if stream is not None:
                 stream.put_nowait(event)
+            if isinstance(event, Finished | Failed) and event.request_id in self._in_engine:
+                self._in_engine.pop(event.request_id).set()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 
 import pytest
 
@@ -136,6 +137,28 @@ def test_abort_frees_the_slot_and_leaves_others_untouched(tiny_flux_dir):
     assert stats.num_aborted == 1 and stats.num_running == 0
     assert queued.output.size == (64, 64)
     assert_same_image(kept.output, reference.output)
+
+
+def test_an_id_given_up_on_can_be_used_again_at_once_and_gets_its_own_result(tiny_flux_dir):
+    """A video job stopped and run again keeps its id: the stopped run's abort (or late result)
+    must not reach the new run's stream."""
+    params = image_params(seed=21, num_inference_steps=4)
+
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            reference = await engine.generate(params)
+            stream = engine.stream(image_params(num_inference_steps=500), "job-1")
+            async with aclosing(stream) as events:
+                async for event in events:
+                    if isinstance(event, Progress):
+                        break  # given up on after its first step: the engine aborts it later
+            again = await engine.generate(params, request_id="job-1")
+            return reference, again, engine.stats()
+
+    reference, again, stats = run(scenario())
+    assert again.request_id == "job-1"
+    assert_same_image(again.output, reference.output)
+    assert stats.num_aborted == 1
 
 
 @pytest.mark.parametrize(
