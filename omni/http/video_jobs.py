@@ -14,34 +14,29 @@ dispatcher sees the free slots of all replicas, where several would race for the
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import logging
 import time
-from collections.abc import Mapping
 from contextlib import aclosing, suppress
-from dataclasses import replace
-
-import msgspec
-from PIL import Image
 
 from omni.engine import EngineService, Progress
-from omni.errors import EngineOverloadedError, OmniError
+from omni.errors import EngineOverloadedError, OmniError, ReplicaLostError
 from omni.http.errors import ApiError
-from omni.http.video_form import VideoForm
+from omni.http.video_job_input import decode_input, encode_input, same_request
 from omni.interpolation.worker import Interpolator
 from omni.jobs import Claim, JobStore
-from omni.limits import MAX_IDEMPOTENCY_KEY_CHARS
 from omni.media import encode_mp4
 from omni.previews import encode_previews
 from omni.request import GenerationParams
-from omni.video_job import JobInput, JobStatus, KeyedJob, VideoJob, new_job_id
+from omni.video_job import JobStatus, KeyedJob, VideoJob, new_job_id
 
 logger = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT_S = 10.0
 DISPATCH_POLL_S = 0.1  # how soon a job sees room that a sync or image request freed
 QUEUE_FULL_RETRY_AFTER_S = 5
+# A job whose replica died runs once more (as an image request does): one that kills its replica
+# again fails, so a job that crashes replicas cannot take them down one after another.
+RERUNS_AFTER_REPLICA_LOSS = 1
 LEASE_RENEWALS = 3  # renewals per lease: a job survives two missed ones
 
 
@@ -67,6 +62,7 @@ class VideoJobs:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.claims: dict[str, Claim] = {}
         self.starting: set[asyncio.Task[KeyedJob]] = set()
+        self.replica_losses: dict[str, int] = {}  # job id -> its replicas that died under it
         self.is_dispatching = runs_jobs
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,7 +189,7 @@ class VideoJobs:
 
     async def _run(self, claim: Claim, params: GenerationParams) -> None:
         job_id, fence = claim.job_id, claim.fence
-        refused = False
+        refused = rerun = False
         try:
             finished = None
             progress = -1
@@ -225,6 +221,8 @@ class VideoJobs:
         except EngineOverloadedError:  # a sync or image request took the free slot first
             refused = True
             await asyncio.to_thread(self.store.requeue, job_id, fence)
+        except ReplicaLostError as exc:
+            rerun = await self._replica_lost(job_id, fence, exc)
         except OmniError as exc:
             await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc), fence)
         except Exception as exc:
@@ -232,11 +230,25 @@ class VideoJobs:
             message = f"{type(exc).__name__}: {exc}"
             await asyncio.to_thread(self.store.fail, job_id, "internal_error", message, fence)
         finally:
+            if not (rerun or refused):  # the job is done with here: so is its count
+                self.replica_losses.pop(job_id, None)
             if self.claims.get(job_id) == claim:
                 self.running.pop(job_id, None)
                 self.claims.pop(job_id, None)
             if not refused:  # after a refusal, the next try waits for the next poll
                 self._wake.set()
+
+    async def _replica_lost(self, job_id: str, fence: int, exc: ReplicaLostError) -> bool:
+        """Queue the job again, from its first step, unless it has lost a replica before
+        (then it fails); whether it was queued again."""
+        losses = self.replica_losses.get(job_id, 0) + 1
+        if losses > RERUNS_AFTER_REPLICA_LOSS:
+            await asyncio.to_thread(self.store.fail, job_id, exc.code, str(exc), fence)
+            return False
+        self.replica_losses[job_id] = losses
+        logger.warning("video job %s: its replica died; queued to run again", job_id)
+        await asyncio.to_thread(self.store.requeue, job_id, fence)
+        return True
 
     async def delete(self, job_id: str) -> bool:
         """Remove the record and file; a running job is aborted at its next step boundary."""
@@ -264,56 +276,3 @@ class VideoJobs:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CANCEL_TIMEOUT_S)
-
-
-def idempotency_key(headers: Mapping[str, str]) -> str | None:
-    key = headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise ApiError(
-            400,
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(key)}",
-            code="invalid_idempotency_key",
-            param="Idempotency-Key",
-        )
-    return key
-
-
-def request_digest(form: VideoForm) -> str:
-    """Equal for two sends of one request, however their bodies were encoded."""
-    hasher = hashlib.sha256(msgspec.json.encode(form.request))
-    if form.image is not None:
-        hasher.update(f"{form.image.mode} {form.image.size}".encode())
-        hasher.update(form.image.tobytes())
-    return hasher.hexdigest()
-
-
-def same_request(held: KeyedJob, digest: str | None, key: str | None) -> VideoJob:
-    """The job that holds the key, if it was made from this very request; else 409."""
-    if held.request_digest is not None and held.request_digest != digest:
-        raise ApiError(
-            409,
-            f"Idempotency-Key {key!r} was used for another request (video {held.job.id}); "
-            "use a new key for a new request",
-            code="idempotency_key_reused",
-            param="Idempotency-Key",
-        )
-    return held.job
-
-
-def encode_input(params: GenerationParams) -> JobInput:
-    """The resolved params as JSON, the reference image (if any) as a PNG beside them."""
-    image = None
-    if params.image is not None:
-        buffer = io.BytesIO()
-        params.image.save(buffer, format="PNG")
-        image = buffer.getvalue()
-    return JobInput(msgspec.json.encode(replace(params, image=None)), image)
-
-
-def decode_input(job_input: JobInput) -> GenerationParams:
-    params = msgspec.json.decode(job_input.params, type=GenerationParams)
-    if job_input.reference_image is None:
-        return params
-    image = Image.open(io.BytesIO(job_input.reference_image))
-    image.load()
-    return replace(params, image=image)

@@ -22,7 +22,8 @@ from omni.http.images import cache_headers
 from omni.http.schemas import json_response
 from omni.http.state import ENGINE, INTERPOLATOR, SERVER_CONFIG
 from omni.http.video_form import VideoForm, read_video_form
-from omni.http.video_jobs import VideoJobs, idempotency_key, request_digest
+from omni.http.video_job_input import idempotency_key, request_digest
+from omni.http.video_jobs import VideoJobs
 from omni.interpolation.worker import Interpolator
 from omni.jobs import JobStore, open_job_store
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT

@@ -16,7 +16,7 @@ from omni.engine import AsyncEngine
 from omni.errors import InvalidRequestError
 from omni.http.config import ServerConfig
 from omni.http.state import INTERPOLATOR
-from omni.http.video_jobs import decode_input, encode_input
+from omni.http.video_job_input import decode_input, encode_input
 from omni.request import FrameInterpolation, GenerationParams
 from tests.http.servers import ServerThread, server_thread, video_config
 from tests.http.test_videos import assert_error, assert_mp4, wait_for_job

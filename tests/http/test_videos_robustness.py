@@ -6,13 +6,16 @@ import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from omni.engine import Progress
+from omni.errors import ReplicaLostError
+from omni.http.video_jobs import RERUNS_AFTER_REPLICA_LOSS
 from omni.http.videos import VIDEO_JOBS
 from omni.request import GenerationParams
 from omni.storage import JobStatus, KeyedJob, VideoJob, VideoStore
@@ -157,3 +160,43 @@ def test_of_two_racing_deletes_of_one_job_only_one_succeeds(video_server: Server
     assert sorted(r.status_code for r in responses) == [200, 404]
     refused = next(r for r in responses if r.status_code == 404)
     assert assert_error(refused, 404)["code"] == "video_not_found"
+
+
+@pytest.mark.parametrize("losses", [RERUNS_AFTER_REPLICA_LOSS, RERUNS_AFTER_REPLICA_LOSS + 1])
+def test_a_job_whose_replica_dies_runs_again_and_fails_once_it_kills_one_too_many(
+    video_server: ServerThread, losses: int
+) -> None:
+    """With replicas, a replica's death mid-job reaches the job as ReplicaLostError (the Ray
+    tests show that half); here the real engine's stream stands in for the replica."""
+    engine = video_server.server.app[VIDEO_JOBS].engine
+    real_stream = engine.stream
+    runs: list[str | None] = []
+
+    async def stream_on_a_dying_replica(params: GenerationParams, request_id: str | None = None):
+        runs.append(request_id)
+        if len(runs) > losses:
+            async for event in real_stream(params, request_id):
+                yield event
+            return
+        async with aclosing(real_stream(params, request_id)) as events:
+            async for event in events:
+                yield event
+                if isinstance(event, Progress):
+                    break  # the replica dies after a step: the engine's request is aborted
+        raise ReplicaLostError("the replica running this request died")
+
+    engine.stream = stream_on_a_dying_replica
+    try:
+        job = quick_job(video_server.url, num_inference_steps=3)
+        finished = wait_for_job(video_server.url, job["id"])
+    finally:
+        del engine.stream
+    assert runs == [job["id"]] * min(losses + 1, RERUNS_AFTER_REPLICA_LOSS + 1)
+    if losses <= RERUNS_AFTER_REPLICA_LOSS:
+        assert finished["status"] == "completed", finished
+        video = requests.get(f"{video_server.url}/v1/videos/{job['id']}/content", timeout=30)
+        assert video.status_code == 200 and video.content
+    else:
+        assert finished["status"] == "failed"
+        assert finished["error"]["code"] == "replica_lost"
+        assert "replica" in finished["error"]["message"]
