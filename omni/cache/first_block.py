@@ -170,7 +170,10 @@ class RowFirstBlockCache:
                     self._store_tails(output, meta, self._misses)
                 return output
             rows = torch.tensor(self._misses, device=self._head_hidden.device)
-            sub_args, sub_kwargs = self._subset(names, args, kwargs, rows)
+            batch = len(self.hits)
+            sub_args, sub_kwargs = row_subset(
+                names, args, kwargs, self.row_args, batch, self._misses
+            )
             with narrowed(self._misses):  # per-row LoRA sees the computing rows
                 output = original(*sub_args, **sub_kwargs)
             if last:
@@ -178,25 +181,6 @@ class RowFirstBlockCache:
             return _scattered(block, args, kwargs, meta, output, rows)
 
         return forward
-
-    def _subset(
-        self, names: list[str], args: tuple, kwargs: dict[str, Any], rows: torch.Tensor
-    ) -> tuple[tuple, dict[str, Any]]:
-        """The call's arguments for the computing rows only: per-row ones sliced, shared ones
-        whole."""
-        batch = len(self.hits)
-
-        def pick(name: str, value: Any) -> Any:
-            if name not in self.row_args:
-                return value
-            if isinstance(value, torch.Tensor) and len(value) == batch:
-                return value.index_select(0, rows)
-            if isinstance(value, tuple):  # e.g. per-row rotary tables (cos, sin)
-                return tuple(pick(name, item) for item in value)
-            return value
-
-        sub_args = tuple(pick(name, value) for name, value in zip(names, args, strict=False))
-        return sub_args, {name: pick(name, value) for name, value in kwargs.items()}
 
     def _store_tails(self, output: Any, meta: TransformerBlockMetadata, rows: list[int]) -> None:
         """What the remaining blocks added, for each computing row that caches."""
@@ -212,6 +196,31 @@ class RowFirstBlockCache:
 
 
 # Block arguments and outputs ---------------------------------------------------------------
+
+
+def row_subset(
+    names: tuple[str, ...],
+    args: tuple,
+    kwargs: dict[str, Any],
+    row_args: frozenset[str],
+    batch: int,
+    rows: list[int],
+) -> tuple[tuple, dict[str, Any]]:
+    """A call's arguments for some of its `batch` rows only: the arguments named in row_args
+    sliced (a tensor with one entry per row, or a tuple of them, as per-row rotary tables
+    (cos, sin)), the others shared by all rows and passed whole."""
+
+    def pick(name: str, value: Any) -> Any:
+        if name not in row_args:
+            return value
+        if isinstance(value, torch.Tensor) and len(value) == batch:
+            return value.index_select(0, torch.tensor(rows, device=value.device))
+        if isinstance(value, tuple):
+            return tuple(pick(name, item) for item in value)
+        return value
+
+    sub_args = tuple(pick(name, value) for name, value in zip(names, args, strict=False))
+    return sub_args, {name: pick(name, value) for name, value in kwargs.items()}
 
 
 def _hidden_argument(

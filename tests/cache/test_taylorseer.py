@@ -18,15 +18,12 @@ from omni.cache.taylorseer import CONFIG, predicts
 from omni.errors import InvalidRequestError
 from omni.models.base import FamilyAdapter
 from omni.request import GenerationParams
-from tests.conftest import run
 from tests.engine.helpers import (
     assert_same_image,
     generate_all,
     image_params,
     pixels,
-    running_engine,
 )
-from tests.models.test_wan_engine import video_params
 
 STEPS = 28
 # diffusers' defaults but for the factors' dtype: omni keeps them in the model's (float32 here).
@@ -66,10 +63,12 @@ class DecisionLog:
 
 
 @contextmanager
-def diffusers_outputs(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The outputs of each FluxTransformer2DModel call in the block, one row per call."""
+def diffusers_outputs(
+    monkeypatch: pytest.MonkeyPatch, model_class: type = FluxTransformer2DModel
+) -> Any:
+    """The outputs of each `model_class` call in the block, one row per call."""
     outputs: list[torch.Tensor] = []
-    original = FluxTransformer2DModel.forward
+    original = model_class.forward
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
         output = original(*args, **kwargs)
@@ -77,7 +76,7 @@ def diffusers_outputs(monkeypatch: pytest.MonkeyPatch) -> Any:
         return output
 
     with monkeypatch.context() as patched:
-        patched.setattr(FluxTransformer2DModel, "forward", recorded)
+        patched.setattr(model_class, "forward", recorded)
         yield outputs
 
 
@@ -231,16 +230,6 @@ def test_taylorseer_requests_are_checked(flux_adapter):
         with pytest.raises(InvalidRequestError) as caught:
             flux_adapter.resolve(image_params(**bad))
         assert caught.value.param == "cache"
-
-
-def test_families_taylorseer_is_not_wired_for_refuse_it(tiny_wan_dir):
-    async def scenario() -> None:
-        async with running_engine(tiny_wan_dir) as engine:
-            with pytest.raises(InvalidRequestError, match="not wired") as caught:
-                engine.resolve(video_params(cache="taylorseer"))
-            assert caught.value.param == "cache"
-
-    run(scenario())
 
 
 def test_taylorseer_rows_out_of_phase_predict_and_compute_in_one_forward(

@@ -1,0 +1,197 @@
+"""TaylorSeer on the families beyond FLUX: against diffusers' own, batch invariant, or refused."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import QwenImagePipeline, QwenImageTransformer2DModel, WanPipeline
+from diffusers import WanTransformer3DModel as WanTransformer
+from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+from omni.cache.taylorseer import predicts
+from omni.errors import InvalidRequestError
+from omni.request import GenerationParams
+from tests.cache.test_taylorseer import (
+    DIFFUSERS_CONFIG,
+    DecisionLog,
+    diffusers_outputs,
+    farthest,
+    omni_outputs,
+    report,
+)
+from tests.conftest import run
+from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
+from tests.models.test_wan_engine import diffusers_video, video_params
+
+BUILDERS = {
+    "sd3": ("omni.models.tiny.sd3", "build_tiny_sd3"),
+    "qwen_image": ("omni.models.tiny.qwen_image", "build_tiny_qwen_image"),
+    "z_image": ("omni.models.tiny.z_image", "build_tiny_z_image"),
+    "flux2": ("omni.models.tiny.flux2", "build_tiny_flux2_klein"),
+    "ltx": ("omni.models.tiny.ltx", "build_tiny_ltx"),
+}
+CFG = {"qwen_image": {"negative_prompt": " ", "true_cfg_scale": 4.0}}
+VIDEO = {"ltx": {"num_frames": 9, "width": 32, "height": 32, "guidance_scale": 3.0}}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, tiny_wan22_dir) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("taylorseer-families")
+    built = {"wan22": tiny_wan22_dir}
+    for name, (module, builder) in BUILDERS.items():
+        built[name] = getattr(importlib.import_module(module), builder)(root / name)
+    return built
+
+
+def params(family: str, **overrides: Any) -> GenerationParams:
+    if family == "wan22":
+        return video_params(**{"boundary_ratio": 0.8, "num_inference_steps": 12, **overrides})
+    values = dict(prompt="a red fox", num_inference_steps=12, seed=1)
+    return GenerationParams(
+        **{**values, **CFG.get(family, {}), **VIDEO.get(family, {}), **overrides}
+    )
+
+
+def attention_config(transformer: torch.nn.Module, attention_class: type) -> TaylorSeerCacheConfig:
+    """The FLUX test's config, hooking every `attention_class` module of the transformer by
+    name: diffusers' default patterns (`...attn`) find none of Wan's `attn1` and `attn2`."""
+    names = [re.escape(n) for n, m in transformer.named_modules() if isinstance(m, attention_class)]
+    assert names
+    return TaylorSeerCacheConfig(
+        taylor_factors_dtype=DIFFUSERS_CONFIG.taylor_factors_dtype, cache_identifiers=names
+    )
+
+
+def cached_wan(model_dir) -> tuple[WanPipeline, int]:
+    """WanPipeline with TaylorSeer on both experts, as one enables it on each transformer; and
+    the modules it hooks in each."""
+    from diffusers.models.transformers.transformer_wan import WanAttention
+
+    pipe = WanPipeline.from_pretrained(model_dir)
+    for transformer in (pipe.transformer, pipe.transformer_2):
+        config = attention_config(transformer, WanAttention)
+        apply_taylorseer_cache(transformer, config)
+    return pipe, len(config.cache_identifiers)
+
+
+def test_wan22_taylorseer_equals_diffusers_on_both_experts(model_dirs, monkeypatch):
+    """Each expert keeps its own expansion: the low-noise expert warms up afresh after the
+    switch, as diffusers' hooks on `transformer_2` do, and predicts the same steps."""
+    request = params("wan22", cache="taylorseer")
+    log = DecisionLog(monkeypatch)
+    outputs = omni_outputs(monkeypatch)
+    (result,), _ = generate_all(model_dirs["wan22"], [request])
+    resolved = result.params  # its boundary splits its 12 steps between the experts
+    pipe, hooked = cached_wan(model_dirs["wan22"])
+    with diffusers_outputs(monkeypatch, WanTransformer) as expected_outputs:
+        expected = diffusers_video(model_dirs["wan22"], resolved, pipe=pipe)
+    with diffusers_outputs(monkeypatch, WanTransformer) as uncached_outputs:
+        diffusers_video(model_dirs["wan22"], resolved)
+    for uncond in (False, True):
+        off = farthest(outputs[(0, uncond)], expected_outputs[uncond::2])
+        moved = farthest(expected_outputs[uncond::2], uncached_outputs[uncond::2])
+        print(f"wan2.2 uncond={uncond}: max |omni - diffusers| {off:.2e}; moved {moved:.2e}")
+        assert off < 1e-3 * moved
+    predicted = log.predicted_steps(hooked, calls_per_step=2, call=0)
+    assert predicted == log.predicted_steps(hooked, calls_per_step=2, call=1)
+    # Each expert's schedule counts from its own first step (one count over all 12 steps, as
+    # one shared state would keep, predicts more).
+    pipe.scheduler.set_timesteps(resolved.num_inference_steps)
+    high = int((pipe.scheduler.timesteps >= resolved.boundary_ratio * 1000).sum())
+    low = resolved.num_inference_steps - high
+    per_expert = sum(predicts(s) for s in range(high)) + sum(predicts(s) for s in range(low))
+    assert predicted == per_expert < sum(predicts(s) for s in range(high + low))
+    assert min(high, low) > 3  # both experts predicted
+    assert result.cache_skipped_steps == predicted
+    report("wan2.2 taylorseer vs diffusers", result.output, expected)
+    assert_same_image(result.output, expected)
+
+
+def test_qwen_image_taylorseer_equals_diffusers(model_dirs, monkeypatch):
+    request = params("qwen_image", cache="taylorseer", num_inference_steps=16)
+    log = DecisionLog(monkeypatch)
+    outputs = omni_outputs(monkeypatch)
+    (result,), _ = generate_all(model_dirs["qwen_image"], [request])
+    p = result.params
+
+    def diffusers_run(cached: bool) -> Any:
+        pipe = QwenImagePipeline.from_pretrained(model_dirs["qwen_image"])
+        pipe.set_progress_bar_config(disable=True)
+        if cached:
+            apply_taylorseer_cache(pipe.transformer, DIFFUSERS_CONFIG)  # diffusers' patterns
+        return pipe(
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt,
+            true_cfg_scale=p.true_cfg_scale,
+            height=p.height,
+            width=p.width,
+            num_inference_steps=p.num_inference_steps,
+            generator=torch.Generator("cpu").manual_seed(p.seed),
+        ).images[0]
+
+    with diffusers_outputs(monkeypatch, QwenImageTransformer2DModel) as expected_outputs:
+        expected = diffusers_run(cached=True)
+    hooked = len(log.computed) // (2 * p.num_inference_steps)
+    with diffusers_outputs(monkeypatch, QwenImageTransformer2DModel) as uncached_outputs:
+        diffusers_run(cached=False)
+    for uncond in (False, True):
+        off = farthest(outputs[(1, uncond)], expected_outputs[uncond::2])
+        moved = farthest(expected_outputs[uncond::2], uncached_outputs[uncond::2])
+        print(f"qwen uncond={uncond}: max |omni - diffusers| {off:.2e}; moved {moved:.2e}")
+        assert off < 1e-3 * moved
+    predicted = log.predicted_steps(hooked, calls_per_step=2, call=0)
+    assert result.cache_skipped_steps == predicted == sum(predicts(s) for s in range(16)) > 0
+    report("qwen-image taylorseer vs diffusers", result.output, expected)
+    assert_same_image(result.output, expected)
+    assert np.asarray(expected).std() > 1  # not a blank image
+
+
+def crowd(family: str) -> list[GenerationParams]:
+    """A TaylorSeer request first, then others beside it: another TaylorSeer request with a
+    longer prompt (padded text, where a family pads), First-Block Cache where the family takes
+    it, one uncached, each of another step count."""
+    fbcache = family not in ("flux2",)
+    return [
+        params(family, cache="taylorseer"),
+        params(family, prompt="a blue bird on a branch in the rain at dusk", seed=2,
+               num_inference_steps=9, cache="taylorseer"),
+        params(family, prompt="x", seed=3, num_inference_steps=8,
+               **({"cache": "fbcache", "cache_threshold": 0.3} if fbcache else {})),
+        params(family, seed=4, num_inference_steps=10),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["sd3", "qwen_image", "z_image", "flux2", "ltx", "wan22"])
+def test_a_taylorseer_request_predicts_the_same_alone_and_in_a_crowd(
+    model_dirs, family, monkeypatch
+):
+    requests = crowd(family)
+    outputs = omni_outputs(monkeypatch)
+    together, stats = generate_all(model_dirs[family], requests)
+    in_crowd = outputs.pop((requests[0].seed, False))
+    (alone,), _ = generate_all(model_dirs[family], requests[:1])
+    off = farthest(in_crowd, outputs[(requests[0].seed, False)])
+    print(f"{family}: max |in a crowd - alone| {off:.2e}")
+    assert off < 1e-4
+    assert stats.max_batch_size_seen >= 2
+    assert together[0].cache_skipped_steps == alone.cache_skipped_steps > 0
+    assert_same_image(together[0].output, alone.output)
+    assert together[3].cache_skipped_steps is None
+
+
+@pytest.mark.parametrize("fixture", ["tiny_flux_kontext_dir"])
+def test_families_taylorseer_is_not_wired_for_refuse_it(request, fixture):
+    model_dir = request.getfixturevalue(fixture)
+
+    async def scenario() -> None:
+        async with running_engine(model_dir) as engine:
+            with pytest.raises(InvalidRequestError, match="not wired") as caught:
+                engine.resolve(image_params(cache="taylorseer"))
+            assert caught.value.param == "cache"
+
+    run(scenario())
