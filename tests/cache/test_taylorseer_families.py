@@ -155,11 +155,11 @@ def crowd(family: str) -> list[GenerationParams]:
     """A TaylorSeer request first, then others beside it: another TaylorSeer request with a
     longer prompt (padded text, where a family pads), First-Block Cache where the family takes
     it, one uncached, each of another step count."""
-    fbcache = family not in ("flux2",)
+    fbcache = family not in ("flux2", "ltx", "wan22")  # (the tiny LTX and Wan: one block)
     return [
         params(family, cache="taylorseer"),
         params(family, prompt="a blue bird on a branch in the rain at dusk", seed=2,
-               num_inference_steps=9, cache="taylorseer"),
+               num_inference_steps=7, cache="taylorseer"),
         params(family, prompt="x", seed=3, num_inference_steps=8,
                **({"cache": "fbcache", "cache_threshold": 0.3} if fbcache else {})),
         params(family, seed=4, num_inference_steps=10),
