@@ -25,6 +25,7 @@ import torch
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
+from omni.cache.slicing import fit_length, row_subset
 from omni.lora.rows import narrowed
 
 
@@ -198,31 +199,6 @@ class RowFirstBlockCache:
 # Block arguments and outputs ---------------------------------------------------------------
 
 
-def row_subset(
-    names: tuple[str, ...],
-    args: tuple,
-    kwargs: dict[str, Any],
-    row_args: frozenset[str],
-    batch: int,
-    rows: list[int],
-) -> tuple[tuple, dict[str, Any]]:
-    """A call's arguments for some of its `batch` rows only: the arguments named in row_args
-    sliced (a tensor with one entry per row, or a tuple of them, as per-row rotary tables
-    (cos, sin)), the others shared by all rows and passed whole."""
-
-    def pick(name: str, value: Any) -> Any:
-        if name not in row_args:
-            return value
-        if isinstance(value, torch.Tensor) and len(value) == batch:
-            return value.index_select(0, torch.tensor(rows, device=value.device))
-        if isinstance(value, tuple):
-            return tuple(pick(name, item) for item in value)
-        return value
-
-    sub_args = tuple(pick(name, value) for name, value in zip(names, args, strict=False))
-    return sub_args, {name: pick(name, value) for name, value in kwargs.items()}
-
-
 def _hidden_argument(
     block: torch.nn.Module, meta: TransformerBlockMetadata, args: tuple, kwargs: dict[str, Any]
 ) -> torch.Tensor:
@@ -256,22 +232,9 @@ def _rebuilt(output: Any, meta: TransformerBlockMetadata, hidden: Any, encoder: 
 def _add_rows(states: torch.Tensor, rows: list[int], tails: list[torch.Tensor]) -> torch.Tensor:
     """`states` with tails[k] added to row rows[k]."""
     index = torch.tensor(rows, device=states.device)
-    tails = [_fit(tail, states.shape[1]) for tail in tails]
+    tails = [fit_length(tail, states.shape[1]) for tail in tails]
     moved = states.index_select(0, index) + torch.cat(tails)
     return states.index_copy(0, index, moved)
-
-
-def _fit(tail: torch.Tensor, length: int) -> torch.Tensor:
-    """A cached text residual at this step's padded text length.
-
-    Text is padded at the end to the longest prompt in the batch, which changes with the batch;
-    the padded positions are masked out of attention, so what they hold does not matter."""
-    if tail.shape[1] == length:
-        return tail
-    if tail.shape[1] > length:
-        return tail[:, :length]
-    padding = tail.new_zeros(tail.shape[0], length - tail.shape[1], *tail.shape[2:])
-    return torch.cat([tail, padding], dim=1)
 
 
 def _passed_through(

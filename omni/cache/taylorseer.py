@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS, TaylorSeerCacheConfig
 
-from omni.cache.first_block import _fit, _forward_replaced, parameter_names, row_subset
+from omni.cache.first_block import _forward_replaced, parameter_names
+from omni.cache.slicing import fit_length, row_subset
 from omni.lora.rows import narrowed
 
 CONFIG = TaylorSeerCacheConfig()  # cache_interval 5, disable_cache_before_step 3, max_order 1
@@ -103,7 +104,7 @@ def refreshed(
     for order in range(max_order):
         if order >= len(previous) or not _same_but_length(previous[order], factors[order]):
             break  # (a shape change restarts the expansion, as diffusers')
-        before = _fit(previous[order], factors[order].shape[1])
+        before = fit_length(previous[order], factors[order].shape[1])
         factors.append((factors[order] - before) / elapsed)
     return factors
 
@@ -229,7 +230,7 @@ class RowTaylorSeer:
         outputs = [expanded(factors, elapsed) for factors in row.factors[name]]
         for o, length in enumerate(lengths[: len(outputs)]):
             if outputs[o].dim() > 2 and outputs[o].shape[1] != length:
-                outputs[o] = _fit(outputs[o], length)
+                outputs[o] = fit_length(outputs[o], length)
         return tuple(outputs)
 
     @staticmethod
