@@ -100,6 +100,21 @@ def farthest(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
+def assert_branches_match(
+    outputs: dict[tuple[int, bool], list[torch.Tensor]],
+    seed: int,
+    expected: list[torch.Tensor],
+    uncached: list[torch.Tensor],
+) -> None:
+    """The request's rows (omni's, by branch) against diffusers' cond then uncond calls per
+    step: far closer to diffusers' predictions than those are to the uncached outputs."""
+    for uncond in (False, True):
+        off = farthest(outputs[(seed, uncond)], expected[uncond::2])
+        moved = farthest(expected[uncond::2], uncached[uncond::2])
+        print(f"uncond={uncond}: max |omni - diffusers| {off:.2e}; predictions moved {moved:.2e}")
+        assert off < 1e-3 * moved
+
+
 def flux_with_taylorseer(model_dir, params: GenerationParams, cached: bool = True) -> Any:
     pipe = FluxPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
@@ -167,11 +182,7 @@ def test_flux_taylorseer_with_real_cfg_predicts_each_branch_as_diffusers(
         flux_with_taylorseer(tiny_flux_dir, params, cached=False)
     outputs = omni_outputs(monkeypatch)
     (result,), _ = generate_all(tiny_flux_dir, [params])
-    for uncond in (False, True):
-        off = farthest(outputs[(0, uncond)], expected_outputs[uncond::2])
-        moved = farthest(expected_outputs[uncond::2], uncached_outputs[uncond::2])
-        print(f"uncond={uncond}: max |omni - diffusers| {off:.2e}; predictions moved {moved:.2e}")
-        assert off < 1e-3 * moved
+    assert_branches_match(outputs, 0, expected_outputs, uncached_outputs)
     cond = log.predicted_steps(HOOKED, calls_per_step=2, call=0)
     assert cond == log.predicted_steps(HOOKED, calls_per_step=2, call=1) == 10
     assert result.cache_skipped_steps == cond

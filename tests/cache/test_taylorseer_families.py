@@ -9,16 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import QwenImagePipeline, QwenImageTransformer2DModel, WanPipeline
+from diffusers import QwenImageTransformer2DModel, WanPipeline
 from diffusers import WanTransformer3DModel as WanTransformer
 from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
 
 from omni.cache.taylorseer import predicts
 from omni.errors import InvalidRequestError
 from omni.request import GenerationParams
+from tests.cache.test_families import diffusers_qwen_image
 from tests.cache.test_taylorseer import (
     DIFFUSERS_CONFIG,
     DecisionLog,
+    assert_branches_match,
     diffusers_outputs,
     farthest,
     omni_outputs,
@@ -40,17 +42,18 @@ VIDEO = {"ltx": {"num_frames": 9, "width": 32, "height": 32, "guidance_scale": 3
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory, tiny_wan22_dir) -> dict[str, Any]:
+def model_dirs(tmp_path_factory, tiny_wan_dir, tiny_wan22_dir) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("taylorseer-families")
-    built = {"wan22": tiny_wan22_dir}
+    built = {"wan21": tiny_wan_dir, "wan22": tiny_wan22_dir}
     for name, (module, builder) in BUILDERS.items():
         built[name] = getattr(importlib.import_module(module), builder)(root / name)
     return built
 
 
 def params(family: str, **overrides: Any) -> GenerationParams:
-    if family == "wan22":
-        return video_params(**{"boundary_ratio": 0.8, "num_inference_steps": 12, **overrides})
+    if family.startswith("wan"):  # Wan2.2: 6 steps for each expert
+        boundary = {"boundary_ratio": 0.8} if family == "wan22" else {}
+        return video_params(**{**boundary, "num_inference_steps": 12, **overrides})
     values = dict(prompt="a red fox", num_inference_steps=12, seed=1)
     return GenerationParams(
         **{**values, **CFG.get(family, {}), **VIDEO.get(family, {}), **overrides}
@@ -73,42 +76,41 @@ def cached_wan(model_dir) -> tuple[WanPipeline, int]:
     from diffusers.models.transformers.transformer_wan import WanAttention
 
     pipe = WanPipeline.from_pretrained(model_dir)
-    for transformer in (pipe.transformer, pipe.transformer_2):
+    for transformer in filter(None, (pipe.transformer, pipe.transformer_2)):
         config = attention_config(transformer, WanAttention)
         apply_taylorseer_cache(transformer, config)
     return pipe, len(config.cache_identifiers)
 
 
-def test_wan22_taylorseer_equals_diffusers_on_both_experts(model_dirs, monkeypatch):
-    """Each expert keeps its own expansion: the low-noise expert warms up afresh after the
-    switch, as diffusers' hooks on `transformer_2` do, and predicts the same steps."""
-    request = params("wan22", cache="taylorseer")
+@pytest.mark.parametrize("family", ["wan21", "wan22"])
+def test_wan_taylorseer_equals_diffusers_on_each_expert(model_dirs, family, monkeypatch):
+    """Wan2.2's experts each keep their own expansion: the low-noise expert warms up afresh
+    after the switch, as diffusers' hooks on `transformer_2` do, and predicts the same steps."""
+    request = params(family, cache="taylorseer")
     log = DecisionLog(monkeypatch)
     outputs = omni_outputs(monkeypatch)
-    (result,), _ = generate_all(model_dirs["wan22"], [request])
+    (result,), _ = generate_all(model_dirs[family], [request])
     resolved = result.params  # its boundary splits its 12 steps between the experts
-    pipe, hooked = cached_wan(model_dirs["wan22"])
+    pipe, hooked = cached_wan(model_dirs[family])
     with diffusers_outputs(monkeypatch, WanTransformer) as expected_outputs:
-        expected = diffusers_video(model_dirs["wan22"], resolved, pipe=pipe)
+        expected = diffusers_video(model_dirs[family], resolved, pipe=pipe)
     with diffusers_outputs(monkeypatch, WanTransformer) as uncached_outputs:
-        diffusers_video(model_dirs["wan22"], resolved)
-    for uncond in (False, True):
-        off = farthest(outputs[(0, uncond)], expected_outputs[uncond::2])
-        moved = farthest(expected_outputs[uncond::2], uncached_outputs[uncond::2])
-        print(f"wan2.2 uncond={uncond}: max |omni - diffusers| {off:.2e}; moved {moved:.2e}")
-        assert off < 1e-3 * moved
+        diffusers_video(model_dirs[family], resolved)
+    assert_branches_match(outputs, resolved.seed, expected_outputs, uncached_outputs)
     predicted = log.predicted_steps(hooked, calls_per_step=2, call=0)
     assert predicted == log.predicted_steps(hooked, calls_per_step=2, call=1)
     # Each expert's schedule counts from its own first step (one count over all 12 steps, as
     # one shared state would keep, predicts more).
-    pipe.scheduler.set_timesteps(resolved.num_inference_steps)
-    high = int((pipe.scheduler.timesteps >= resolved.boundary_ratio * 1000).sum())
-    low = resolved.num_inference_steps - high
-    per_expert = sum(predicts(s) for s in range(high)) + sum(predicts(s) for s in range(low))
-    assert predicted == per_expert < sum(predicts(s) for s in range(high + low))
-    assert min(high, low) > 3  # both experts predicted
+    steps = resolved.num_inference_steps
+    pipe.scheduler.set_timesteps(steps)
+    boundary = (resolved.boundary_ratio or 0) * pipe.scheduler.config.num_train_timesteps
+    high = int((pipe.scheduler.timesteps >= boundary).sum())
+    per_expert = [sum(predicts(s) for s in range(n)) for n in (high, steps - high)]
+    assert predicted == sum(per_expert) > 0
+    if family == "wan22":
+        assert min(per_expert) > 0 and predicted < sum(predicts(s) for s in range(steps))
     assert result.cache_skipped_steps == predicted
-    report("wan2.2 taylorseer vs diffusers", result.output, expected)
+    report(f"{family} taylorseer vs diffusers", result.output, expected)
     assert_same_image(result.output, expected)
 
 
@@ -119,31 +121,15 @@ def test_qwen_image_taylorseer_equals_diffusers(model_dirs, monkeypatch):
     (result,), _ = generate_all(model_dirs["qwen_image"], [request])
     p = result.params
 
-    def diffusers_run(cached: bool) -> Any:
-        pipe = QwenImagePipeline.from_pretrained(model_dirs["qwen_image"])
-        pipe.set_progress_bar_config(disable=True)
-        if cached:
-            apply_taylorseer_cache(pipe.transformer, DIFFUSERS_CONFIG)  # diffusers' patterns
-        return pipe(
-            prompt=p.prompt,
-            negative_prompt=p.negative_prompt,
-            true_cfg_scale=p.true_cfg_scale,
-            height=p.height,
-            width=p.width,
-            num_inference_steps=p.num_inference_steps,
-            generator=torch.Generator("cpu").manual_seed(p.seed),
-        ).images[0]
+    def seer(transformer: torch.nn.Module) -> None:
+        apply_taylorseer_cache(transformer, DIFFUSERS_CONFIG)  # diffusers' default patterns
 
     with diffusers_outputs(monkeypatch, QwenImageTransformer2DModel) as expected_outputs:
-        expected = diffusers_run(cached=True)
+        expected = diffusers_qwen_image(model_dirs["qwen_image"], p, seer)
     hooked = len(log.computed) // (2 * p.num_inference_steps)
     with diffusers_outputs(monkeypatch, QwenImageTransformer2DModel) as uncached_outputs:
-        diffusers_run(cached=False)
-    for uncond in (False, True):
-        off = farthest(outputs[(1, uncond)], expected_outputs[uncond::2])
-        moved = farthest(expected_outputs[uncond::2], uncached_outputs[uncond::2])
-        print(f"qwen uncond={uncond}: max |omni - diffusers| {off:.2e}; moved {moved:.2e}")
-        assert off < 1e-3 * moved
+        diffusers_qwen_image(model_dirs["qwen_image"], p)
+    assert_branches_match(outputs, p.seed, expected_outputs, uncached_outputs)
     predicted = log.predicted_steps(hooked, calls_per_step=2, call=0)
     assert result.cache_skipped_steps == predicted == sum(predicts(s) for s in range(16)) > 0
     report("qwen-image taylorseer vs diffusers", result.output, expected)
@@ -184,12 +170,19 @@ def test_a_taylorseer_request_predicts_the_same_alone_and_in_a_crowd(
     assert together[3].cache_skipped_steps is None
 
 
-@pytest.mark.parametrize("fixture", ["tiny_flux_kontext_dir"])
-def test_families_taylorseer_is_not_wired_for_refuse_it(request, fixture):
-    model_dir = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+def test_families_taylorseer_is_not_wired_for_refuse_it(request, tmp_path, family):
+    """The edit families' reference-image tokens are unknown to the step caches' row slicing."""
+    if family == "flux_kontext":
+        model_dir = request.getfixturevalue("tiny_flux_kontext_dir")
+    else:
+        from omni.models.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+
+        model_dir = build_tiny_qwen_image_edit(tmp_path / family)
 
     async def scenario() -> None:
         async with running_engine(model_dir) as engine:
+            engine.resolve(image_params())  # served without a cache
             with pytest.raises(InvalidRequestError, match="not wired") as caught:
                 engine.resolve(image_params(cache="taylorseer"))
             assert caught.value.param == "cache"
