@@ -10,6 +10,11 @@ request predicts at the same steps, with the same values, whatever it is batched
 call each hooked module runs on the computing rows only (their per-row arguments sliced by name)
 and the predicting rows get their expansions; a module no row computes does not run at all.
 
+The hooked modules are diffusers' default (attention modules whose names end in `attn`, as in
+FLUX, SD3, Qwen-Image and FLUX.2), or those a family names with patterns as diffusers'
+`cache_identifiers` would, where its attention modules are named otherwise (Wan's and LTX's
+`attn1`/`attn2`, Z-Image's `attention`): the defaults would hook none of them.
+
 The schedule and the defaults are diffusers' (TaylorSeerCacheConfig): full steps for the first
 `disable_cache_before_step` steps, then one every `cache_interval`. Factors are kept in the
 module's output dtype: diffusers' default bfloat16 is the serving dtype, and on a float32 model
