@@ -107,19 +107,14 @@ def refreshed(
     if previous is None:
         return factors
     for order in range(max_order):
-        if order >= len(previous) or not _same_but_length(previous[order], factors[order]):
-            break  # (a shape change restarts the expansion, as diffusers')
-        before = fit_length(previous[order], factors[order].shape[1])
-        factors.append((factors[order] - before) / elapsed)
+        if order >= len(previous) or previous[order].shape != factors[order].shape:
+            # A shape change restarts the expansion, as diffusers'. (A text output's length
+            # changes with the batch's longest prompt; its predictions are never read: at a
+            # predict step every hooked module of the row predicts, and the text stream ends
+            # unused.)
+            break
+        factors.append((factors[order] - previous[order]) / elapsed)
     return factors
-
-
-def _same_but_length(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two factors differ in their sequence length at most: text padded to the batch's
-    longest prompt (masked out beyond the row's own) changes with the batch, not with the row."""
-    if a.dim() < 2 or a.dim() != b.dim():
-        return a.shape == b.shape
-    return a.shape[:1] + a.shape[2:] == b.shape[:1] + b.shape[2:]
 
 
 def expanded(factors: list[torch.Tensor], elapsed: int) -> torch.Tensor:
@@ -148,7 +143,8 @@ class RowTaylorSeer:
 
     A module's outputs follow its hidden then encoder states (diffusers' attention processors
     return the image stream, then the text stream): a predicted text output is fitted to the
-    call's text length, which padding to the batch's longest prompt makes vary with the batch.
+    call's text length, which padding to the batch's longest prompt makes vary with the batch,
+    so that it joins the computing rows' outputs.
     """
 
     def __init__(
