@@ -72,7 +72,10 @@ def diffusers_outputs(
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
         output = original(*args, **kwargs)
-        outputs.extend(output[0].detach().clone().split(1))
+        rows = output[0]  # a batch, or (Z-Image's) a list of rows
+        outputs.extend(
+            row.detach().clone() for row in (rows if isinstance(rows, list) else rows.split(1))
+        )
         return output
 
     with monkeypatch.context() as patched:

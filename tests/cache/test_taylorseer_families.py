@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import QwenImageTransformer2DModel, WanPipeline
+from diffusers import QwenImageTransformer2DModel, WanPipeline, ZImageTransformer2DModel
 from diffusers import WanTransformer3DModel as WanTransformer
 from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
+from diffusers.models.attention_processor import Attention
 
 from omni.cache.taylorseer import predicts
 from omni.errors import InvalidRequestError
@@ -28,6 +29,7 @@ from tests.cache.test_taylorseer import (
 )
 from tests.conftest import run
 from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
+from tests.families.z_image.helpers import diffusers_z_image
 from tests.models.test_wan_engine import diffusers_video, video_params
 
 BUILDERS = {
@@ -60,10 +62,16 @@ def params(family: str, **overrides: Any) -> GenerationParams:
     )
 
 
-def attention_config(transformer: torch.nn.Module, attention_class: type) -> TaylorSeerCacheConfig:
-    """The FLUX test's config, hooking every `attention_class` module of the transformer by
-    name: diffusers' default patterns (`...attn`) find none of Wan's `attn1` and `attn2`."""
-    names = [re.escape(n) for n, m in transformer.named_modules() if isinstance(m, attention_class)]
+def attention_config(
+    transformer: torch.nn.Module, attention_class: type, blocks: str
+) -> TaylorSeerCacheConfig:
+    """The FLUX test's config, hooking every `attention_class` module of the transformer's main
+    blocks (the ModuleList `blocks`) by name."""
+    names = [
+        re.escape(name)
+        for name, module in transformer.named_modules()
+        if isinstance(module, attention_class) and name.startswith(f"{blocks}.")
+    ]
     assert names
     return TaylorSeerCacheConfig(
         taylor_factors_dtype=DIFFUSERS_CONFIG.taylor_factors_dtype, cache_identifiers=names
@@ -77,7 +85,8 @@ def cached_wan(model_dir) -> tuple[WanPipeline, int]:
 
     pipe = WanPipeline.from_pretrained(model_dir)
     for transformer in filter(None, (pipe.transformer, pipe.transformer_2)):
-        config = attention_config(transformer, WanAttention)
+        # diffusers' default patterns (`...attn`) find none of Wan's `attn1` and `attn2`.
+        config = attention_config(transformer, WanAttention, "blocks")
         apply_taylorseer_cache(transformer, config)
     return pipe, len(config.cache_identifiers)
 
@@ -135,6 +144,35 @@ def test_qwen_image_taylorseer_equals_diffusers(model_dirs, monkeypatch):
     report("qwen-image taylorseer vs diffusers", result.output, expected)
     assert_same_image(result.output, expected)
     assert np.asarray(expected).std() > 1  # not a blank image
+
+
+def test_z_image_taylorseer_on_its_attention_modules_equals_diffusers(model_dirs, monkeypatch):
+    """Z-Image's main layers' attention, named as diffusers' `cache_identifiers`: diffusers'
+    default patterns hook nothing in it."""
+    request = params("z_image", cache="taylorseer")
+    log = DecisionLog(monkeypatch)
+    outputs = omni_outputs(monkeypatch)
+    (result,), _ = generate_all(model_dirs["z_image"], [request])
+    p = result.params
+    assert p.guidance_scale == 0  # the tiny model's default: no CFG, one call per step
+
+    def seer(transformer: torch.nn.Module) -> None:
+        apply_taylorseer_cache(transformer, attention_config(transformer, Attention, "layers"))
+
+    with diffusers_outputs(monkeypatch, ZImageTransformer2DModel) as expected_outputs:
+        expected = diffusers_z_image(model_dirs["z_image"], p, seer)
+    hooked = len(log.computed) // p.num_inference_steps
+    with diffusers_outputs(monkeypatch, ZImageTransformer2DModel) as uncached_outputs:
+        diffusers_z_image(model_dirs["z_image"], p)
+    # omni's rows are the pipeline's negated predictions, shaped like the latents.
+    ours = [-row.flatten() for row in outputs[(p.seed, False)]]
+    off = farthest(ours, [row.float().flatten() for row in expected_outputs])
+    moved = farthest(expected_outputs, uncached_outputs)
+    print(f"z-image: max |omni - diffusers| {off:.2e}; predictions moved {moved:.2e}")
+    assert off < 1e-3 * moved
+    predicted = log.predicted_steps(hooked)
+    assert result.cache_skipped_steps == predicted == sum(predicts(s) for s in range(12)) > 0
+    assert_same_image(result.output, expected)
 
 
 def crowd(family: str) -> list[GenerationParams]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler, ZImagePipeline
+from diffusers.models.cache_utils import CacheMixin
 
 from omni.request import GenerationParams
 from omni.samplers import samplers_for
@@ -30,20 +33,31 @@ def z_params(**overrides: Any) -> GenerationParams:
     return GenerationParams(**{**values, **overrides})
 
 
-def diffusers_z_image(model_dir: Path, params: GenerationParams) -> Any:
+def diffusers_z_image(
+    model_dir: Path, params: GenerationParams, cache: Callable[[torch.nn.Module], Any] | None = None
+) -> Any:
     """The request through ZImagePipeline.__call__ with its own scheduler (for sampler "unipc",
-    UniPC with the config omni derives from the shipped one)."""
+    UniPC with the config omni derives from the shipped one), its transformer given `cache`."""
     pipe = ZImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
+    context = nullcontext()
+    if cache is not None:
+        cache(pipe.transformer)
+        # ZImagePipeline sets no cache context, which diffusers' cache hooks need, and its
+        # transformer is no CacheMixin: CacheMixin's context on it, one for the whole run (as
+        # many as a step's transformer calls: one, without CFG).
+        assert params.guidance_scale == 0
+        context = CacheMixin.cache_context(pipe.transformer, "cond")
     if params.sampler == "unipc":
         _, samplers = samplers_for(dict(pipe.scheduler.config))
         pipe.scheduler = ArraySigmasUniPC.from_config(samplers["unipc"].config)
-    return pipe(
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        height=params.height,
-        width=params.width,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(params.seed),
-    ).images[0]
+    with context:
+        return pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            height=params.height,
+            width=params.width,
+            num_inference_steps=params.num_inference_steps,
+            guidance_scale=params.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(params.seed),
+        ).images[0]
