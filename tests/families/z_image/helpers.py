@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler, ZImagePipeline
-from diffusers.models.cache_utils import CacheMixin
+from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
 from omni.request import GenerationParams
 from omni.samplers import samplers_for
@@ -40,24 +39,22 @@ def diffusers_z_image(
     UniPC with the config omni derives from the shipped one), its transformer given `cache`."""
     pipe = ZImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
-    context = nullcontext()
     if cache is not None:
         cache(pipe.transformer)
-        # ZImagePipeline sets no cache context, which diffusers' cache hooks need, and its
-        # transformer is no CacheMixin: CacheMixin's context on it, one for the whole run (as
-        # many as a step's transformer calls: one, without CFG).
+        # ZImagePipeline sets no cache context, which diffusers' cache hooks need (its
+        # transformer is no CacheMixin): one for this pipe's one run, as many as a step's
+        # transformer calls (one, without CFG).
         assert params.guidance_scale == 0
-        context = CacheMixin.cache_context(pipe.transformer, "cond")
+        _set_cache_context(pipe.transformer, CacheContext("cond"))
     if params.sampler == "unipc":
         _, samplers = samplers_for(dict(pipe.scheduler.config))
         pipe.scheduler = ArraySigmasUniPC.from_config(samplers["unipc"].config)
-    with context:
-        return pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            height=params.height,
-            width=params.width,
-            num_inference_steps=params.num_inference_steps,
-            guidance_scale=params.guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(params.seed),
-        ).images[0]
+    return pipe(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(params.seed),
+    ).images[0]
