@@ -25,6 +25,7 @@ import torch
 from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
+from omni.cache.slicing import fit_length, row_subset
 from omni.lora.rows import narrowed
 
 
@@ -170,7 +171,10 @@ class RowFirstBlockCache:
                     self._store_tails(output, meta, self._misses)
                 return output
             rows = torch.tensor(self._misses, device=self._head_hidden.device)
-            sub_args, sub_kwargs = self._subset(names, args, kwargs, rows)
+            batch = len(self.hits)
+            sub_args, sub_kwargs = row_subset(
+                names, args, kwargs, self.row_args, batch, self._misses
+            )
             with narrowed(self._misses):  # per-row LoRA sees the computing rows
                 output = original(*sub_args, **sub_kwargs)
             if last:
@@ -178,25 +182,6 @@ class RowFirstBlockCache:
             return _scattered(block, args, kwargs, meta, output, rows)
 
         return forward
-
-    def _subset(
-        self, names: list[str], args: tuple, kwargs: dict[str, Any], rows: torch.Tensor
-    ) -> tuple[tuple, dict[str, Any]]:
-        """The call's arguments for the computing rows only: per-row ones sliced, shared ones
-        whole."""
-        batch = len(self.hits)
-
-        def pick(name: str, value: Any) -> Any:
-            if name not in self.row_args:
-                return value
-            if isinstance(value, torch.Tensor) and len(value) == batch:
-                return value.index_select(0, rows)
-            if isinstance(value, tuple):  # e.g. per-row rotary tables (cos, sin)
-                return tuple(pick(name, item) for item in value)
-            return value
-
-        sub_args = tuple(pick(name, value) for name, value in zip(names, args, strict=False))
-        return sub_args, {name: pick(name, value) for name, value in kwargs.items()}
 
     def _store_tails(self, output: Any, meta: TransformerBlockMetadata, rows: list[int]) -> None:
         """What the remaining blocks added, for each computing row that caches."""
@@ -247,22 +232,9 @@ def _rebuilt(output: Any, meta: TransformerBlockMetadata, hidden: Any, encoder: 
 def _add_rows(states: torch.Tensor, rows: list[int], tails: list[torch.Tensor]) -> torch.Tensor:
     """`states` with tails[k] added to row rows[k]."""
     index = torch.tensor(rows, device=states.device)
-    tails = [_fit(tail, states.shape[1]) for tail in tails]
+    tails = [fit_length(tail, states.shape[1]) for tail in tails]
     moved = states.index_select(0, index) + torch.cat(tails)
     return states.index_copy(0, index, moved)
-
-
-def _fit(tail: torch.Tensor, length: int) -> torch.Tensor:
-    """A cached text residual at this step's padded text length.
-
-    Text is padded at the end to the longest prompt in the batch, which changes with the batch;
-    the padded positions are masked out of attention, so what they hold does not matter."""
-    if tail.shape[1] == length:
-        return tail
-    if tail.shape[1] > length:
-        return tail[:, :length]
-    padding = tail.new_zeros(tail.shape[0], length - tail.shape[1], *tail.shape[2:])
-    return torch.cat([tail, padding], dim=1)
 
 
 def _passed_through(

@@ -69,7 +69,13 @@ def _forward_one_shape(adapter: FamilyAdapter, rows: list[Row]) -> list[torch.Te
         if any(state is not None for state in seers):
             # Inside blocks First-Block Cache runs for fewer rows, the modules see those only.
             present = None if first_block is None else (lambda: first_block._misses)
-            seer = RowTaylorSeer(denoiser, seers, adapter.taylorseer_row_args, present)
+            seer = RowTaylorSeer(
+                denoiser,
+                seers,
+                adapter.taylorseer_row_args,
+                present,
+                patterns=adapter.taylorseer_modules,
+            )
             stack.enter_context(seer.installed())
         outputs = adapter.forward(rows)
     for i, row in enumerate(rows):

@@ -10,6 +10,11 @@ request predicts at the same steps, with the same values, whatever it is batched
 call each hooked module runs on the computing rows only (their per-row arguments sliced by name)
 and the predicting rows get their expansions; a module no row computes does not run at all.
 
+The hooked modules are diffusers' default (attention modules whose names end in `attn`, as in
+FLUX, SD3, Qwen-Image and FLUX.2), or those a family names with patterns as diffusers'
+`cache_identifiers` would, where its attention modules are named otherwise (Wan's and LTX's
+`attn1`/`attn2`, Z-Image's `attention`): the defaults would hook none of them.
+
 The schedule and the defaults are diffusers' (TaylorSeerCacheConfig): full steps for the first
 `disable_cache_before_step` steps, then one every `cache_interval`. Factors are kept in the
 module's output dtype: diffusers' default bfloat16 is the serving dtype, and on a float32 model
@@ -30,6 +35,7 @@ import torch
 from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS, TaylorSeerCacheConfig
 
 from omni.cache.first_block import _forward_replaced, parameter_names
+from omni.cache.slicing import fit_length, row_subset
 from omni.lora.rows import narrowed
 
 CONFIG = TaylorSeerCacheConfig()  # cache_interval 5, disable_cache_before_step 3, max_order 1
@@ -70,20 +76,26 @@ class TaylorRow:
         )
 
 
-_HOOKED: weakref.WeakKeyDictionary[torch.nn.Module, list[tuple[str, torch.nn.Module]]] = (
-    weakref.WeakKeyDictionary()
-)  # found once per denoiser, not at every step (submodules do not refer to their parent)
+Patterns = tuple[str, ...]
+_HOOKED: weakref.WeakKeyDictionary[
+    torch.nn.Module, dict[Patterns, list[tuple[str, torch.nn.Module]]]
+] = weakref.WeakKeyDictionary()  # found once per denoiser, not at every step
 
 
-def hooked_modules(denoiser: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The modules diffusers' TaylorSeer hooks by default: attention modules, by name."""
-    if denoiser not in _HOOKED:
-        _HOOKED[denoiser] = [
+def hooked_modules(
+    denoiser: torch.nn.Module, patterns: Patterns | None = None
+) -> list[tuple[str, torch.nn.Module]]:
+    """The modules TaylorSeer hooks, by name: those whose names fully match one of `patterns`
+    (diffusers' `cache_identifiers`), by default the attention modules diffusers hooks."""
+    patterns = patterns or _TRANSFORMER_BLOCK_IDENTIFIERS
+    found = _HOOKED.setdefault(denoiser, {})
+    if patterns not in found:
+        found[patterns] = [
             (name, module)
             for name, module in denoiser.named_modules()
-            if any(re.fullmatch(pattern, name) for pattern in _TRANSFORMER_BLOCK_IDENTIFIERS)
+            if any(re.fullmatch(pattern, name) for pattern in patterns)
         ]
-    return _HOOKED[denoiser]
+    return found[patterns]
 
 
 def refreshed(
@@ -96,7 +108,11 @@ def refreshed(
         return factors
     for order in range(max_order):
         if order >= len(previous) or previous[order].shape != factors[order].shape:
-            break  # (a shape change restarts the expansion, as diffusers')
+            # A shape change restarts the expansion, as diffusers'. (A text output's length
+            # changes with the batch's longest prompt; its predictions are never read: at a
+            # predict step every hooked module of the row predicts, and the text stream ends
+            # unused.)
+            break
         factors.append((factors[order] - previous[order]) / elapsed)
     return factors
 
@@ -119,9 +135,16 @@ class RowTaylorSeer:
 
     rows[i] is row i's state, None for a row that does not cache (it always computes). row_args
     names the hooked modules' arguments that carry one entry per row (hidden and encoder states,
-    per-row masks); the others (rotary tables) are shared and passed whole. present() says which
-    of the call's rows a module call sees (all of them, unless First-Block Cache ran the block for
-    fewer). Constructing it counts each row's step; `predicting[i]` says whether row i predicts.
+    per-row masks, per-row rotary tables); the others (a rotary table of the whole batch) are
+    passed whole. patterns name the hooked modules (None: diffusers' default). present() says
+    which of the call's rows a module call sees (all of them, unless First-Block Cache ran the
+    block for fewer). Constructing it counts each row's step; `predicting[i]` says whether row i
+    predicts.
+
+    A module's outputs follow its hidden then encoder states (diffusers' attention processors
+    return the image stream, then the text stream): a predicted text output is fitted to the
+    call's text length, which padding to the batch's longest prompt makes vary with the batch,
+    so that it joins the computing rows' outputs.
     """
 
     def __init__(
@@ -131,8 +154,9 @@ class RowTaylorSeer:
         row_args: frozenset[str],
         present: Callable[[], list[int]] | None = None,
         config: TaylorSeerCacheConfig = CONFIG,
+        patterns: Patterns | None = None,
     ) -> None:
-        self.modules = hooked_modules(denoiser)
+        self.modules = hooked_modules(denoiser, patterns)
         if not self.modules:
             raise NotImplementedError(f"{type(denoiser).__name__} has no modules to TaylorSeer")
         self.rows = rows
@@ -159,13 +183,16 @@ class RowTaylorSeer:
         def forward(*args: Any, **kwargs: Any) -> Any:
             present = self.present()
             computing = [k for k, i in enumerate(present) if not self.predicting[i]]
+            lengths = _lengths(names, args, kwargs)
             if not computing:
-                return self._rebuilt([self._predicted(name, i) for i in present])
+                return self._rebuilt([self._predicted(name, i, lengths) for i in present])
             if len(computing) == len(present):
                 output = original(*args, **kwargs)
                 self._refresh(name, present, _as_tuple(output))
                 return output
-            sub_args, sub_kwargs = self._subset(names, args, kwargs, len(present), computing)
+            sub_args, sub_kwargs = row_subset(
+                names, args, kwargs, self.row_args, len(present), computing
+            )
             with narrowed(computing):  # per-row LoRA sees the computing rows
                 outputs = _as_tuple(original(*sub_args, **sub_kwargs))
             self._refresh(name, [present[k] for k in computing], outputs)
@@ -173,25 +200,12 @@ class RowTaylorSeer:
             per_row = [
                 tuple(o[position[k] : position[k] + 1] for o in outputs)
                 if k in position
-                else self._predicted(name, i)
+                else self._predicted(name, i, lengths)
                 for k, i in enumerate(present)
             ]
             return self._rebuilt(per_row)
 
         return forward
-
-    def _subset(
-        self, names: list[str], args: tuple, kwargs: dict[str, Any], batch: int, rows: list[int]
-    ) -> tuple[tuple, dict[str, Any]]:
-        """The module's arguments for the computing rows: per-row ones sliced, shared ones whole."""
-
-        def pick(name: str, value: Any) -> Any:
-            if name in self.row_args and isinstance(value, torch.Tensor) and len(value) == batch:
-                return value.index_select(0, torch.tensor(rows, device=value.device))
-            return value
-
-        sub_args = tuple(pick(name, value) for name, value in zip(names, args, strict=False))
-        return sub_args, {name: pick(name, value) for name, value in kwargs.items()}
 
     def _refresh(self, name: str, rows: list[int], outputs: tuple[torch.Tensor, ...]) -> None:
         """New factors for each computing row that caches, from its rows of the outputs."""
@@ -211,10 +225,14 @@ class RowTaylorSeer:
                 for o, output in enumerate(outputs)
             ]
 
-    def _predicted(self, name: str, i: int) -> tuple[torch.Tensor, ...]:
+    def _predicted(self, name: str, i: int, lengths: list[int]) -> tuple[torch.Tensor, ...]:
         row = self.rows[i]
         elapsed = row.step - row.last_full
-        return tuple(expanded(factors, elapsed) for factors in row.factors[name])
+        outputs = [expanded(factors, elapsed) for factors in row.factors[name]]
+        for o, length in enumerate(lengths[: len(outputs)]):
+            if outputs[o].dim() > 2 and outputs[o].shape[1] != length:
+                outputs[o] = fit_length(outputs[o], length)
+        return tuple(outputs)
 
     @staticmethod
     def _rebuilt(per_row: list[tuple[torch.Tensor, ...]]) -> Any:
@@ -223,13 +241,27 @@ class RowTaylorSeer:
         return outputs[0] if len(outputs) == 1 else outputs
 
 
+def _lengths(names: tuple[str, ...], args: tuple, kwargs: dict[str, Any]) -> list[int]:
+    """The sequence lengths of a module call's hidden then encoder states, as far as given."""
+    given = dict(zip(names, args, strict=False)) | kwargs
+    lengths = []
+    for name in ("hidden_states", "encoder_hidden_states"):
+        value = given.get(name)
+        if not isinstance(value, torch.Tensor) or value.dim() < 3:
+            break
+        lengths.append(value.shape[1])
+    return lengths
+
+
 def taylorseer_problem(
-    denoisers: list[torch.nn.Module], row_args: frozenset[str] | None
+    denoisers: list[torch.nn.Module],
+    row_args: frozenset[str] | None,
+    patterns: Patterns | None = None,
 ) -> str | None:
     """Why TaylorSeer cannot run on these denoisers; None when it can."""
     if row_args is None:
         return "TaylorSeer is not wired for this family yet (which attention arguments are per row)"
     for denoiser in denoisers:
-        if not hooked_modules(denoiser):
-            return f"{type(denoiser).__name__} has no attention modules diffusers' TaylorSeer hooks"
+        if not hooked_modules(denoiser, patterns):
+            return f"{type(denoiser).__name__} has no attention modules TaylorSeer hooks"
     return None

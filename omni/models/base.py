@@ -103,6 +103,9 @@ class FamilyAdapter(ABC):
     # The attention modules' arguments that carry one entry per row: what TaylorSeer slices when
     # only some rows compute. None: TaylorSeer is not wired for the family (refused).
     taylorseer_row_args: ClassVar[frozenset[str] | None] = None
+    # The modules TaylorSeer hooks (diffusers' `cache_identifiers`: regexes on module names);
+    # None: diffusers' default, the attention modules of blocks named as FLUX's and SD3's.
+    taylorseer_modules: ClassVar[tuple[str, ...] | None] = None
     # Whether per-row LoRA (omni.lora) is wired: every Linear of `lora_target`'s transformer
     # sees the forward's rows along its first dimension.
     supports_lora: ClassVar[bool] = False
@@ -217,7 +220,9 @@ class FamilyAdapter(ABC):
 
     @functools.cached_property
     def taylorseer_problem(self) -> str | None:
-        return taylorseer_problem(self.denoisers(), self.taylorseer_row_args)
+        return taylorseer_problem(
+            self.denoisers(), self.taylorseer_row_args, self.taylorseer_modules
+        )
 
     def cache_problem(self, kind: str | None) -> str | None:
         """Why the step cache `kind` cannot run on this model; None when it can (or none)."""

@@ -32,6 +32,8 @@ class Flux2KleinAdapter(ImageAdapter):
     # The single-stream blocks run on text and image tokens joined, the double-stream first
     # block on image tokens alone: a residual across them is not First-Block Cache's.
     step_cache_problem = "FLUX.2's single-stream blocks are not cached yet"
+    # Both attention modules' per-row inputs; the rotary table of a forward's one size is shared.
+    taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
     pipeline_class = Flux2KleinPipeline
     family = "flux2"  # one denoiser: every size and prompt shares the forward
     default_steps = DEFAULT_STEPS

@@ -60,6 +60,12 @@ class LTXCond:
 
 class LTXAdapter(FamilyAdapter):
     kind: ClassVar = "video"
+    # Self- and cross-attention of every block (diffusers' default patterns find none in LTX's
+    # names): rotary tables (from per-row video coordinates) and text masks are per row.
+    taylorseer_modules: ClassVar = (r"^transformer_blocks\.\d+\.attn[12]",)
+    taylorseer_row_args: ClassVar = frozenset(
+        {"hidden_states", "encoder_hidden_states", "attention_mask", "image_rotary_emb"}
+    )
     supported_fields: ClassVar = frozenset(
         {
             "prompt",

@@ -39,6 +39,11 @@ QwenImageCond = TextCond  # [1, text_len, joint_attention_dim]: the prompt's own
 class QwenImageAdapter(TrueCFGAdapter):
     # Rows of different text lengths carry their own key masks into every block.
     cache_row_args = TrueCFGAdapter.cache_row_args | {"encoder_hidden_states_mask"}
+    # QwenDoubleStreamAttnProcessor2_0's per-row inputs; its rotary tables, one per token
+    # layout, are the whole call's.
+    taylorseer_row_args = frozenset(
+        {"hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask"}
+    )
     pipeline_class = QwenImagePipeline
     # Each latent size runs its own forwards: the text RoPE starts after the image's largest side.
     family = "qwen_image"

@@ -45,6 +45,8 @@ class SD3Adapter(ImageAdapter):
     family = "sd3"
     size_in_key = True
     cond_class = PooledTextCond
+    # JointAttnProcessor2_0's per-row inputs (the text is a fixed 77 + 256 tokens, unmasked).
+    taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
     # `denoisers` is the transformer, but diffusers 0.42's JointAttnProcessor2_0 calls torch SDPA
     # itself: --attention-backend reaches SD3 only once diffusers routes it through its dispatcher.
     default_steps = DEFAULT_STEPS

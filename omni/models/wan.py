@@ -85,6 +85,11 @@ class WanAdapter(FamilyAdapter):
         }
     )
     supports_lora = True  # into `transformer`, as diffusers loads (Wan2.2's second expert: none)
+    # Self- and cross-attention of every block (diffusers' default patterns find none in Wan's
+    # names). The rotary table of a forward's one video shape is shared; each expert's rows
+    # keep their own TaylorSeer state (the step cache keys it by batch key, so by expert).
+    taylorseer_modules = (r"^blocks\.\d+\.attn[12]",)
+    taylorseer_row_args = frozenset({"hidden_states", "encoder_hidden_states", "attention_mask"})
 
     def __init__(
         self, name: str, model_dir: Path, device: torch.device, dtype: torch.dtype

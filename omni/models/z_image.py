@@ -49,6 +49,10 @@ def round_up(length: int) -> int:
 class ZImageAdapter(ImageAdapter):
     # ZImageTransformerBlock(x, attn_mask, freqs_cis, adaln_input): all four are per row.
     cache_row_args = frozenset({"x", "attn_mask", "freqs_cis", "adaln_input"})
+    # The main layers' attention (diffusers' default patterns find none in Z-Image's names),
+    # called with the joined sequence, its mask and its rotary table, all per row.
+    taylorseer_modules = (r"^layers\.\d+\.attention",)
+    taylorseer_row_args = frozenset({"hidden_states", "attention_mask", "freqs_cis"})
     pipeline_class = ZImagePipeline
     family = "z_image"  # one denoiser taking lists: every size and text length shares it
     default_side = DEFAULT_SIDE

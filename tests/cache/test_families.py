@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,14 +57,15 @@ def test_a_cached_request_skips_the_same_steps_alone_and_in_a_crowd(model_dirs, 
     assert_same_image(together[0].output, alone.output)
 
 
-def test_qwen_image_fbcache_equals_diffusers(model_dirs):
-    request = params("qwen_image", cache="fbcache", cache_threshold=0.5)
-    (result,), _ = generate_all(model_dirs["qwen_image"], [request])
-    pipe = QwenImagePipeline.from_pretrained(model_dirs["qwen_image"])
+def diffusers_qwen_image(
+    model_dir: Any, p: GenerationParams, cache: Callable[[torch.nn.Module], Any] | None = None
+) -> Any:
+    """Resolved params through QwenImagePipeline, its transformer given `cache` if any."""
+    pipe = QwenImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
-    apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=0.5))
-    p = result.params
-    expected = pipe(
+    if cache is not None:
+        cache(pipe.transformer)
+    return pipe(
         prompt=p.prompt,
         negative_prompt=p.negative_prompt,
         true_cfg_scale=p.true_cfg_scale,
@@ -72,6 +74,18 @@ def test_qwen_image_fbcache_equals_diffusers(model_dirs):
         num_inference_steps=p.num_inference_steps,
         generator=torch.Generator("cpu").manual_seed(p.seed),
     ).images[0]
+
+
+def test_qwen_image_fbcache_equals_diffusers(model_dirs):
+    request = params("qwen_image", cache="fbcache", cache_threshold=0.5)
+    (result,), _ = generate_all(model_dirs["qwen_image"], [request])
+    expected = diffusers_qwen_image(
+        model_dirs["qwen_image"],
+        result.params,
+        lambda transformer: apply_first_block_cache(
+            transformer, FirstBlockCacheConfig(threshold=0.5)
+        ),
+    )
     assert result.cache_skipped_steps > 0
     assert_same_image(result.output, expected)
     assert np.asarray(expected).std() > 1  # not a blank image

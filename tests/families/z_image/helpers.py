@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler, ZImagePipeline
+from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
 from omni.request import GenerationParams
 from omni.samplers import samplers_for
@@ -30,11 +32,20 @@ def z_params(**overrides: Any) -> GenerationParams:
     return GenerationParams(**{**values, **overrides})
 
 
-def diffusers_z_image(model_dir: Path, params: GenerationParams) -> Any:
+def diffusers_z_image(
+    model_dir: Path, params: GenerationParams, cache: Callable[[torch.nn.Module], Any] | None = None
+) -> Any:
     """The request through ZImagePipeline.__call__ with its own scheduler (for sampler "unipc",
-    UniPC with the config omni derives from the shipped one)."""
+    UniPC with the config omni derives from the shipped one), its transformer given `cache`."""
     pipe = ZImagePipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
+    if cache is not None:
+        cache(pipe.transformer)
+        # ZImagePipeline sets no cache context, which diffusers' cache hooks need (its
+        # transformer is no CacheMixin): one for this pipe's one run, as many as a step's
+        # transformer calls (one, without CFG).
+        assert params.guidance_scale == 0
+        _set_cache_context(pipe.transformer, CacheContext("cond"))
     if params.sampler == "unipc":
         _, samplers = samplers_for(dict(pipe.scheduler.config))
         pipe.scheduler = ArraySigmasUniPC.from_config(samplers["unipc"].config)
