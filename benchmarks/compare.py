@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,13 +52,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+_STORAGE: list[tempfile.TemporaryDirectory] = []  # removed when this process exits
+
+
+def own_storage(extra: list[str]) -> list[str]:
+    """A fresh --storage-path unless `extra` names one: the default is one server's alone, and
+    another omni on this machine (a developer's, a test's) would hold it."""
+    if any(arg.split("=")[0] == "--storage-path" for arg in extra):
+        return []
+    if not _STORAGE:
+        _STORAGE.append(tempfile.TemporaryDirectory(prefix="omni-bench-"))
+    return ["--storage-path", tempfile.mkdtemp(dir=_STORAGE[0].name)]
+
+
 def launches(args: argparse.Namespace) -> list[ServerLaunch]:
     python = sys.executable
     omni_extra = shlex.split(args.omni_args)
     baseline_extra = shlex.split(args.baseline_args)
 
     def omni(port: int) -> list[str]:
-        return [python, "-m", "omni.serve", "--model", args.model, "--port", str(port), *omni_extra]
+        return [
+            python, "-m", "omni.serve", "--model", args.model, "--port", str(port),
+            *own_storage(omni_extra), *omni_extra,
+        ]  # fmt: skip
 
     def baseline(mode: str) -> Callable[[int], list[str]]:
         def command(port: int) -> list[str]:

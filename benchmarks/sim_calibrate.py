@@ -25,13 +25,13 @@ def measure_server(model: str, side: int, count: int = 24, load: int = 8) -> dic
     import aiohttp
 
     from benchmarks.client import send
-    from benchmarks.compare import ServerLaunch, running
+    from benchmarks.compare import ServerLaunch, own_storage, running
     from benchmarks.load import closed_loop
     from benchmarks.workload import RequestClass, RequestSpec
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "omni.serve", "--model", model, "--port", str(port),
-                "--profile-seconds", "0"]  # fmt: skip
+                "--profile-seconds", "0", *own_storage([])]  # fmt: skip
 
     spec = RequestSpec(RequestClass("probe", 1, side, side, 4), PROMPT, 0)
 
