@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from omni.jobs.artifacts import LocalArtifacts
-from omni.jobs.base import Claim
+from omni.jobs.queue import Claim
 from tests.services import new_database
 from tests.test_storage import make_job
 from tests.test_storage_queue import INPUT

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omni.jobs.artifacts import ArtifactStore, LocalArtifacts
-from omni.jobs.base import Claim, JobStore
+from omni.jobs.base import JobStore
+from omni.jobs.queue import Claim
 from omni.jobs.sql import DEFAULT_LEASE_S, SERVER_RESTARTED
 from omni.jobs.sqlite import DATABASE_FILE, SqliteJobStore
 

@@ -4,15 +4,8 @@ The store is the truth; memory holds only the running tasks. Every method is sho
 blocking, so the HTTP side calls them through `asyncio.to_thread`.
 
 The store is a durable queue: a job's input (its resolved parameters as JSON and its reference
-image) is kept with its record until the job finishes. A server `claim`s the oldest unclaimed
-queued job when its engine has room: the job is owned by that server's worker id until its
-lease runs out (it shows as queued until its first step), and its fence token goes up by one.
-The owner renews the lease while the job runs and passes the fence with every progress, failure
-and completion write; a write whose fence is no longer the job's (its lease ran out and another
-server claimed it) changes nothing. `reap` takes back jobs whose lease ran out: queued again, or
-with `resume=False` failed with the code `server_restarted` (a job that was running when a
-server crashed may be what crashed it). Jobs without a kept input (from before inputs were
-kept) cannot run again and fail so too.
+image) is kept with its record until the job finishes. Claims, leases and fences are
+the queue's (`omni.jobs.queue`).
 
 Retention: with `retention_s` set, a finished job (completed or failed) expires that long after
 it finished. Its record reports `expires_at`; from then on it is not found or listed, and
@@ -22,19 +15,16 @@ it finished. Its record reports `expires_at`; from then on it is not found or li
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from omni.errors import InvalidRequestError
 from omni.jobs.artifacts import VARIANT_SUFFIXES, ArtifactReader, artifact_name
+from omni.jobs.queue import JobQueue
 from omni.jobs.sql import (
     COLUMNS,
     DROP_INPUT,
     FINISH,
     IN_PROGRESS,
     INPUT_COLUMNS,
-    QUEUED,
-    RELEASE,
-    JobTable,
 )
 from omni.limits import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from omni.video_job import (
@@ -49,23 +39,12 @@ from omni.video_job import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A job this worker now runs, and the fence token its writes must carry."""
-
-    job_id: str
-    fence: int
-
-
-class JobStore(JobTable):
+class JobStore(JobQueue):
     """The job-store interface: job records and their files (an ArtifactStore). Ids that do
     not match JOB_ID_PATTERN never reach an artifact name.
 
-    SqliteJobStore and PostgresJobStore implement it; `lock_queued` is what makes a claim skip
-    the rows another server is claiming.
+    SqliteJobStore and PostgresJobStore implement it.
     """
-
-    lock_queued = ""
 
     # Records ---------------------------------------------------------------------------------
 
@@ -127,55 +106,6 @@ class JobStore(JobTable):
                 (job_id, *UNFINISHED),
             ).fetchone()
         return None if row is None else JobInput(bytes(row[0]), row[1] and bytes(row[1]))
-
-    def queued_ids(self) -> list[str]:
-        """The queued jobs' ids, oldest first: the order they are claimed in."""
-        with self._lock:
-            rows = self._exec(
-                "SELECT id FROM videos WHERE status = ? ORDER BY seq", (QUEUED,)
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def count_queued(self) -> int:
-        """The queued jobs no server has claimed yet."""
-        with self._lock:
-            row = self._exec(
-                "SELECT COUNT(*) FROM videos WHERE status = ? AND worker IS NULL", (QUEUED,)
-            ).fetchone()
-        return row[0]
-
-    def claim(self) -> Claim | None:
-        """Take the oldest queued job for this worker, with a fresh lease; None if none waits."""
-        with self._lock:
-            row = self._exec(
-                "UPDATE videos SET worker = ?, fence = fence + 1, lease_until = ? "
-                "WHERE status = ? AND worker IS NULL AND id = (SELECT id FROM videos "
-                f"WHERE status = ? AND worker IS NULL ORDER BY seq LIMIT 1{self.lock_queued}) "
-                "RETURNING id, fence",
-                (self.worker_id, self._lease_end(), QUEUED, QUEUED),
-            ).fetchone()
-        return None if row is None else Claim(row[0], row[1])
-
-    def renew(self, claim: Claim) -> bool:
-        """Extend the lease; False if the job is no longer this claim's (taken, finished,
-        deleted)."""
-        with self._lock:
-            return bool(
-                self._exec(
-                    "UPDATE videos SET lease_until = ? WHERE id = ? AND fence = ? "
-                    "AND status IN (?, ?)",
-                    (self._lease_end(), claim.job_id, claim.fence, *UNFINISHED),
-                ).rowcount
-            )
-
-    def requeue(self, job_id: str, fence: int | None = None) -> None:
-        """An unfinished job goes back to queued, with no progress."""
-        with self._lock:
-            self._exec(
-                f"UPDATE videos SET status = ?, progress = 0, {RELEASE} "
-                f"WHERE id = ? AND status IN (?, ?){self._fenced(fence)}",
-                (QUEUED, job_id, *UNFINISHED, *self._fence_args(fence)),
-            )
 
     def get(self, job_id: str) -> VideoJob | None:
         if not is_job_id(job_id):
@@ -304,11 +234,6 @@ class JobStore(JobTable):
         for (job_id,) in expired:
             self._delete_artifacts(job_id)
         return len(expired)
-
-    def reap(self) -> int:
-        """Take back the jobs whose lease ran out (queued again, or failed without resume)."""
-        with self._lock:
-            return self._release_expired(self._clock())
 
     # Files -----------------------------------------------------------------------------------
 
