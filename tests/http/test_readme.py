@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from omni.serve import build_parser
+from omni.flags import build_parser
 from tests.http.servers import REPO_ROOT
 
 README = REPO_ROOT / "README.md"

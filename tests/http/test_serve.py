@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from omni.config import EngineConfig
+from omni.flags import build_parser
 from omni.http import ServerConfig
 from omni.http.config import MAX_API_SERVER_COUNT
-from omni.serve import build_parser, parse_config
+from omni.serve import parse_config
 from tests.http.servers import ServerProcess
 
 EVERY_FLAG = [
