@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import torch
 from diffusers import DiffusionPipeline, WanImageToVideoPipeline
-from PIL import Image
 
 from omni.errors import InvalidRequestError
 from omni.limits import (
@@ -39,6 +38,7 @@ from omni.limits import (
 )
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.models.text_cache import TextEmbeddingCache
+from omni.models.wan_i2v import check_image, image_conditions
 from omni.models.wan_rules import (
     HIGH_NOISE,
     LOW_NOISE,
@@ -175,7 +175,7 @@ class WanAdapter(FamilyAdapter):
             height=nearest_multiple(params.height, self.size_multiple),
         )
         params = self.check_common(params)
-        self._check_image(params.image)
+        check_image(self.name, self.is_image_to_video, params.image)
         self._check_experts(params)
         d = self.defaults
         num_frames = first(params.num_frames, d.num_frames)
@@ -205,19 +205,6 @@ class WanAdapter(FamilyAdapter):
             guidance_scale_2=guidance_2,
             boundary_ratio=ratio,
         )
-
-    def _check_image(self, image: Any) -> None:
-        if image is not None and not self.is_image_to_video:
-            raise InvalidRequestError(
-                f"{self.name} is a text-to-video model: it takes no input image", param="image"
-            )
-        if image is None and self.is_image_to_video:
-            raise InvalidRequestError(
-                f"{self.name} is an image-to-video model: an input image is required",
-                param="image",
-            )
-        if image is not None and not isinstance(image, Image.Image):
-            raise InvalidRequestError("the input image could not be read as an image", "image")
 
     def _check_experts(self, params: GenerationParams) -> None:
         for field in ("guidance_scale_2", "boundary_ratio"):
@@ -263,7 +250,7 @@ class WanAdapter(FamilyAdapter):
         embeds_of = {
             text: embeds for text, (embeds,) in zip(texts, self.text_cache(texts), strict=True)
         }
-        conditions = self._image_conditions(requests) if self.is_image_to_video else {}
+        conditions = image_conditions(self, requests) if self.is_image_to_video else {}
         for request in requests:
             params = request.params
             negative = None
@@ -282,37 +269,6 @@ class WanAdapter(FamilyAdapter):
             device=self.device,
         )
         return (embeds.to(self.experts[0].dtype),)
-
-    def _image_conditions(self, requests: list[Request]) -> dict[int, torch.Tensor]:
-        """WanImageToVideoPipeline's condition: first-frame mask channels + the encoded clip
-        of the input image followed by blank frames, one batched VAE encode per video shape."""
-        by_shape: dict[tuple[int, int, int], list[Request]] = {}
-        for request in requests:
-            p = request.params
-            by_shape.setdefault((p.num_frames, p.height, p.width), []).append(request)
-        conditions: dict[int, torch.Tensor] = {}
-        vae = self.pipe.vae
-        for (num_frames, height, width), group in by_shape.items():
-            images = torch.cat(
-                [
-                    self.pipe.video_processor.preprocess(
-                        r.params.image.convert("RGB"), height=height, width=width
-                    )
-                    for r in group
-                ]
-            ).to(self.device, torch.float32)
-            blank = images.new_zeros(len(group), 3, num_frames - 1, height, width)
-            clip = torch.cat([images.unsqueeze(2), blank], dim=2).to(vae.device, vae.dtype)
-            with self.vae_lock:
-                encoded = vae.encode(clip).latent_dist.mode()
-            encoded = encoded.to(self.device, torch.float32)
-            encoded = (encoded - self.latents_mean) * self.latents_inv_std
-            mask = encoded.new_zeros(len(group), self.temporal, *encoded.shape[2:])
-            mask[:, :, 0] = 1
-            condition = torch.cat([mask, encoded], dim=1)
-            for request, row in zip(group, condition.split(1), strict=True):
-                conditions[id(request)] = row
-        return conditions
 
     def cfg_scale(self, request: Request) -> float | None:
         return guidance_for(request.params, request.batch_key[-1])
