@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http.servers import ServerProcess, open_request, stats, wait_until
 
@@ -142,18 +143,33 @@ def test_a_killed_front_end_leaves_the_port_served_and_is_started_again(
     assert victim not in pids.values()
 
 
-def test_metrics_count_each_replica(server: ServerProcess) -> None:
+def test_metrics_count_each_replica_and_add_up_their_histograms(server: ServerProcess) -> None:
+    before = pinned_stats(server.url)["num_finished"]
     post_image(server.url, QUICK).raise_for_status()
+    wait_until(lambda: pinned_stats(server.url)["num_finished"] > before, 30, "the request's count")
     replicas = [r["replica"] for r in ready_replicas(server.url)]
 
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    text = PINNED.get(f"{server.url}/metrics", timeout=10).text
 
     for replica in replicas:
         assert f'omni:replica_up{{model_name="omni-tiny",replica="{replica}"}} 1.0' in text
-        assert (
-            f'omni:replica_requests_finished_total{{model_name="omni-tiny",replica="{replica}"}}'
-            in text
-        )
+    samples = {
+        (s.name, s.labels.get("replica"), s.labels.get("le")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    finished = {r: samples["omni:replica_requests_finished_total", r, None] for r in replicas}
+    assert sum(finished.values()) > before
+    # Each request a replica finished is one observation of its latency and of its steps, and
+    # the histograms in total are the replicas' added up, bucket by bucket.
+    for name in ("e2e_request_latency_seconds", "steps_per_request"):
+        per_replica = {r: samples[f"omni:replica_{name}_count", r, None] for r in replicas}
+        assert per_replica == finished, name
+        assert samples[f"omni:{name}_count", None, None] == sum(finished.values()), name
+        buckets = {le for (sample, _, le) in samples if sample == f"omni:{name}_bucket"}
+        for le in buckets:
+            each = [samples[f"omni:replica_{name}_bucket", r, le] for r in replicas]
+            assert samples[f"omni:{name}_bucket", None, le] == sum(each), (name, le)
 
 
 def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> None:
