@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import time
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -10,9 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
+from omni.cluster import deploy
 from omni.cluster.app import build
 from omni.cluster.deploy import replica_options
 from omni.cluster.errors import as_omni_error
+from omni.cluster.placement import placement_problem, replica_demand, replicas_that_fit
 from omni.cluster.stats import merge_stats
 from omni.config import EngineConfig
 from omni.engine import EngineStats, ReplicaStatus
@@ -202,3 +206,62 @@ def test_without_replicas_the_local_histograms_are_reported() -> None:
     assert f'omni:{BATCH.name}_count{{model_name="m"}} 1.0' in text
     assert f'omni:{BATCH.name}_sum{{model_name="m"}} 4.0' in text
     assert "replica_" not in text
+
+
+def test_more_cpu_replicas_than_the_nodes_hold_are_refused_naming_both() -> None:
+    options = replica_options(EngineConfig(), num_replicas=8, num_gpus=0)
+    share = options["ray_actor_options"]["num_cpus"]
+
+    problem = placement_problem(options, [{"CPU": 2.0, "memory": 1e9}])
+
+    assert problem is not None
+    assert "8 replicas" in problem
+    assert f"{share:g} CPU" in problem
+    assert "2 CPU" in problem
+    assert f"hold {int(2 / share)} such" in problem
+
+
+def test_replicas_the_nodes_hold_pass() -> None:
+    options = replica_options(EngineConfig(), num_replicas=4, num_gpus=0)
+    share = options["ray_actor_options"]["num_cpus"]
+
+    assert placement_problem(options, [{"CPU": 4 * share}]) is None
+    assert placement_problem(options, [{"CPU": 2 * share}, {"CPU": 2 * share}]) is None
+
+
+def test_more_gpu_replicas_than_gpus_are_refused() -> None:
+    options = replica_options(EngineConfig(), num_replicas=4, num_gpus=2)
+
+    problem = placement_problem(options, [{"CPU": 64.0, "GPU": 2.0}])
+
+    assert problem is not None
+    assert "2 GPU" in problem
+
+
+def test_a_cfg_pair_needs_two_gpus_on_one_node() -> None:
+    options = replica_options(EngineConfig(cfg_parallel_size=2), num_replicas=1, num_gpus=2)
+    one_gpu_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+
+    assert replica_demand(options)["GPU"] == 2
+    assert replicas_that_fit(replica_demand(options), one_gpu_nodes) == 0
+    assert placement_problem(options, one_gpu_nodes) is not None
+    assert placement_problem(options, [{"CPU": 8.0, "GPU": 2.0}]) is None
+
+
+def test_replicas_still_unplaced_at_the_deadline_are_removed_with_serves_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Serve's status as a joined cluster's that never grows: deploying, with its message."""
+    reason = "1 replicas that have taken more than 30s to be scheduled"
+    waiting = SimpleNamespace(message=reason)
+    app = SimpleNamespace(status="DEPLOYING", message="", deployments={"EngineReplica": waiting})
+    removed = []
+    monkeypatch.setattr(
+        deploy.serve, "status", lambda: SimpleNamespace(applications={deploy.APP_NAME: app})
+    )
+    monkeypatch.setattr(deploy.serve, "delete", removed.append)
+
+    with pytest.raises(deploy.PlacementError, match=reason):
+        deploy.wait_running(deadline=time.monotonic())
+
+    assert removed == [deploy.APP_NAME]
