@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from omni.engine import EngineService, ReplicaStatus
+from omni.engine import EngineService, EngineStats, ReplicaStatus
 from omni.engine.histograms import (
     ENGINE_HISTOGRAMS,
     HistogramCounts,
@@ -79,6 +79,40 @@ REPLICA_SERIES: tuple[tuple[str, str, Any, Callable[[ReplicaStatus], float]], ..
     ("requests_aborted", "Requests aborted", CounterMetricFamily, lambda r: r.stats.num_aborted),
     ("steps", "Denoise forwards run", CounterMetricFamily, lambda r: r.stats.num_steps_run),
 )
+
+
+class EngineCounterCollector(Collector):
+    """Requests out of the engine by how, and partial images decoded, from the engine's own
+    counters (a pool's: its replicas' added up) at scrape time."""
+
+    def __init__(self, engine: EngineService, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+
+    def describe(self) -> Iterator[Metric]:
+        """The series without reading the engine: the registry asks before it has started."""
+        return self.families(EngineStats())
+
+    def collect(self) -> Iterator[Metric]:
+        return self.families(self.engine.stats())
+
+    def families(self, stats: EngineStats) -> Iterator[Metric]:
+        success = CounterMetricFamily(
+            PREFIX + "request_success",
+            "Requests that left the engine, by how",
+            labels=[*MODEL, "finished_reason"],
+        )
+        success.add_metric([self.model_name, "finished"], stats.num_finished)
+        success.add_metric([self.model_name, "failed"], stats.num_failed)
+        success.add_metric([self.model_name, "aborted"], stats.num_aborted)
+        yield success
+        partial = CounterMetricFamily(
+            PREFIX + "partial_images",
+            "Partial images (previews) decoded for streamed requests",
+            labels=MODEL,
+        )
+        partial.add_metric([self.model_name], stats.num_previews)
+        yield partial
 
 
 class HistogramCollector(Collector):

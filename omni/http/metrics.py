@@ -1,10 +1,11 @@
 """GET /metrics: Prometheus text, named after vLLM's metrics with an `omni:` prefix.
 
 Each app has a registry of its own, so several servers in one process (the tests) stay apart.
-The engine reports through an `EngineObserver` from its own thread; prometheus_client's
-metrics are thread-safe and an observation is a lock and an add, cheap enough for the step loop.
-The engine's histograms are kept as plain counts (omni.engine.histograms) and read at scrape
-time: a local engine's, or each replica's as posted to the board (see metric_collectors).
+The engine reports through an `EngineObserver` from its own thread: the server is one that keeps
+the engine's histograms as plain counts (omni.engine.histograms), a lock and an add per
+observation, cheap enough for the step loop. Those, and the engine's counters, are read at
+scrape time: a local engine's, or the replicas' as they post them to the board, in total and
+each replica's (metric_collectors).
 HTTP requests are counted by the route's canonical path (`/v1/videos/{video_id}`), never the
 raw URL, so ids cannot blow up the number of series.
 """
@@ -26,10 +27,14 @@ from prometheus_client import (
 
 from omni.engine import EngineService
 from omni.engine.histograms import REQUEST_SECONDS, HistogramObserver
-from omni.http.metric_collectors import MODEL, PREFIX, HistogramCollector, ReplicaCollector
-from omni.request import Request
+from omni.http.metric_collectors import (
+    MODEL,
+    PREFIX,
+    EngineCounterCollector,
+    HistogramCollector,
+    ReplicaCollector,
+)
 
-FINISHED_REASONS = ("finished", "failed", "aborted")
 UNMATCHED_ROUTE = "unmatched"  # 404s: no route, so no canonical path
 
 
@@ -42,20 +47,6 @@ class ServerMetrics(HistogramObserver):
         self.registry = CollectorRegistry(auto_describe=True)
         self.running = self._gauge("num_requests_running", "Requests being denoised or decoded")
         self.waiting = self._gauge("num_requests_waiting", "Requests waiting to be scheduled")
-        self.success = Counter(
-            PREFIX + "request_success",
-            "Requests that left the engine, by how",
-            (*MODEL, "finished_reason"),
-            registry=self.registry,
-        )
-        for reason in FINISHED_REASONS:  # zeros, so a rate() has a start
-            self.success.labels(model_name, reason)
-        self.partial_images = Counter(
-            PREFIX + "partial_images",
-            "Partial images (previews) decoded for streamed requests",
-            MODEL,
-            registry=self.registry,
-        ).labels(model_name)
         self.http_requests = Counter(
             PREFIX + "http_requests",
             "HTTP requests by route and status",
@@ -74,23 +65,13 @@ class ServerMetrics(HistogramObserver):
         return Gauge(PREFIX + name, documentation, MODEL, registry=self.registry)
 
     def watch(self, engine: EngineService) -> None:
-        """Queue gauges read the engine's counters (a pool's totals) at scrape time."""
+        """Queue gauges and request counters read the engine's counters (a pool's totals) at
+        scrape time."""
         self.running.labels(self.model_name).set_function(lambda: engine.stats().num_running)
         self.waiting.labels(self.model_name).set_function(lambda: engine.stats().num_waiting)
         self.registry.register(ReplicaCollector(engine, self.model_name))
+        self.registry.register(EngineCounterCollector(engine, self.model_name))
         self.registry.register(HistogramCollector(engine, self, self.model_name))
-
-    def on_stage(self, kind: str, seconds: float, num_requests: int) -> None:
-        super().on_stage(kind, seconds, num_requests)
-        if kind == "preview":
-            self.partial_images.inc(num_requests)
-
-    def on_finished(self, request: Request) -> None:
-        super().on_finished(request)
-        self.success.labels(self.model_name, "finished").inc()
-
-    def on_failed(self, reason: str, count: int = 1) -> None:
-        self.success.labels(self.model_name, reason).inc(count)
 
     def record_http(self, request: web.Request, status: int, seconds: float) -> None:
         route = route_of(request)
