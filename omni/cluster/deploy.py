@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.api import RunTarget
 from ray.serve.handle import DeploymentHandle
 
 from omni.cluster.board import NAMESPACE, open_board
+from omni.cluster.placement import node_resources, placement_problem
 from omni.cluster.replica import EngineReplica
 from omni.config import EngineConfig
 
 logger = logging.getLogger("omni.cluster")
 
+
+class PlacementError(RuntimeError):
+    """The cluster cannot hold the replicas asked for."""
+
+
 APP_NAME = "omni"
 # On a machine without GPUs, replicas take CPU shares, so a 2-core CI machine holds two of them.
 CPU_SHARE_PER_REPLICA = 0.5
 LOAD_TIMEOUT_S = 1800.0  # a large model loading from a cold disk
+GROW_TIMEOUT_S = 600.0  # for a joined cluster's autoscaler to add the nodes replicas need
+START_TIMEOUT_S = GROW_TIMEOUT_S + LOAD_TIMEOUT_S
+DEPLOY_POLL_S = 0.5
 HEALTH_CHECK_PERIOD_S = 2.0
 JOINABLE = ("DEPLOYING", "RUNNING", "UNHEALTHY")  # Serve's application states
 
@@ -54,11 +65,48 @@ def cluster_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def start_replicas(config: EngineConfig, num_replicas: int) -> DeploymentHandle:
-    """Returns once every replica has loaded its model."""
+def start_replicas(config: EngineConfig, num_replicas: int, can_grow: bool) -> DeploymentHandle:
+    """Returns once every replica has loaded its model. Raises PlacementError at once where the
+    cluster's nodes cannot hold them and the cluster cannot grow (`can_grow`: one joined, which
+    may have an autoscaler, as KubeRay's); otherwise once START_TIMEOUT_S has passed."""
     options = replica_options(config, num_replicas, ray.cluster_resources().get("GPU", 0.0))
+    problem = placement_problem(options, node_resources())
+    if problem and not can_grow:
+        raise PlacementError(
+            f"{problem}; the local cluster omni started cannot grow: ask for fewer replicas, "
+            "or start a larger cluster and join it with --ray-address"
+        )
+    if problem:
+        logger.warning(
+            "%s; waiting up to %.0f s for the cluster to add nodes", problem, START_TIMEOUT_S
+        )
     logger.info("starting %d engine replicas on Ray: %s", num_replicas, options)
-    return serve.run(replica_app(config, options), name=APP_NAME, route_prefix=None)
+    target = RunTarget(replica_app(config, options), name=APP_NAME, route_prefix=None)
+    serve.run_many([target], wait_for_applications_running=False)
+    wait_running(time.monotonic() + START_TIMEOUT_S)
+    return serve.get_app_handle(APP_NAME)
+
+
+def wait_running(deadline: float) -> None:
+    """Until the replicas all run; their deployment's failure, or the deadline, raises with
+    what Serve says about them (a replica that cannot be placed: what it needs and what is
+    free)."""
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is None:  # a stop removed them meanwhile
+            raise RuntimeError("the engine replicas were removed while they started")
+        if app.status == "RUNNING":
+            return
+        said = "; ".join(d.message for d in app.deployments.values() if d.message)
+        if app.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"the engine replicas failed to deploy: {said or app.message}")
+        if time.monotonic() > deadline:
+            serve.delete(APP_NAME)  # or Serve keeps them waiting for resources
+            raise PlacementError(
+                f"the engine replicas were not all running after {START_TIMEOUT_S:.0f} s "
+                f"(START_TIMEOUT_S): {said or 'Serve gave no reason'}"
+            )
+        time.sleep(DEPLOY_POLL_S)
 
 
 def replica_app(config: EngineConfig, options: dict[str, Any]) -> Application:

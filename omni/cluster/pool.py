@@ -11,7 +11,13 @@ from typing import Any
 from ray.serve.handle import DeploymentResponse
 
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
-from omni.cluster.deploy import cluster_address, join, start_replicas, undeploy
+from omni.cluster.deploy import (
+    PlacementError,
+    cluster_address,
+    join,
+    start_replicas,
+    undeploy,
+)
 from omni.cluster.errors import as_omni_error
 from omni.cluster.stats import merge_stats
 from omni.config import EngineConfig
@@ -69,13 +75,19 @@ class ReplicaPool(EngineService):
                 )
             if handle is None:
                 self._started_replicas = True  # set first: a stop while they load removes them
-                handle = await asyncio.to_thread(start_replicas, self.config, self.num_replicas)
+                can_grow = self.ray_address is not None  # a cluster omni started cannot
+                handle = await asyncio.to_thread(
+                    start_replicas, self.config, self.num_replicas, can_grow
+                )
             self._info = await self._call(lambda: handle.info.remote())
             self._defaults = await self._call(lambda: handle.defaults.remote())
             board = await asyncio.to_thread(open_board)
             self._statuses = await board.read.remote()
         except Exception as exc:
-            logger.exception("the engine replicas could not start")
+            if isinstance(exc, PlacementError):  # says all there is to say: no traceback
+                logger.error("the engine replicas cannot be placed: %s", exc)
+            else:
+                logger.exception("the engine replicas could not start")
             self._error = f"the engine replicas could not start: {exc}"
             return
         self._handle = handle

@@ -14,6 +14,7 @@ from ray import serve
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
 from omni.config import EngineConfig
 from omni.engine import AsyncEngine, EngineState, Finished, Progress, ReplicaStatus
+from omni.engine.histograms import HistogramObserver
 from omni.models import ModelInfo, ServingDefaults
 from omni.request import GenerationParams
 
@@ -27,6 +28,8 @@ class EngineReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
         self.engine = AsyncEngine(config)
+        self.histograms = HistogramObserver()
+        self.engine.observer = self.histograms  # posted with the status, for /metrics
         await self.engine.start()
         await self.engine.wait_ready(load_timeout_s)
         self.board = open_board()  # a RayService starts replicas before any front end
@@ -43,6 +46,7 @@ class EngineReplica:
             error=engine.error,
             num_free_slots=engine.num_free_slots,
             stats=engine.stats(),
+            histograms=self.histograms.histograms(),
         )
 
     async def _report(self) -> None:

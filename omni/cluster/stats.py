@@ -11,6 +11,7 @@ SUMMED = (
     "num_finished",
     "num_failed",
     "num_aborted",
+    "num_previews",
     "num_rows_run",
     "num_tokens_run",
     "step_cache_bytes",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from omni.config import EngineConfig
 from omni.engine.engine import EngineState
+from omni.engine.histograms import HistogramCounts
 from omni.engine.messages import Finished, Progress
 from omni.engine.observer import EngineObserver
 from omni.engine.stats import EngineStats
@@ -26,6 +27,7 @@ class ReplicaStatus:
     error: str | None
     num_free_slots: int
     stats: EngineStats
+    histograms: dict[str, HistogramCounts] = field(default_factory=dict)  # its engine's own
 
 
 class EngineService(Protocol):

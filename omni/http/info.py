@@ -37,5 +37,9 @@ async def engine_stats(request: web.Request) -> web.Response:
     answer["front_end"] = front_end_info(request.app[SERVER_CONFIG])
     replicas = engine.replicas()
     if replicas:
-        answer["replicas"] = msgspec.to_builtins(replicas)
+        # Their histograms are for /metrics: counts per bucket say little in JSON.
+        answer["replicas"] = [
+            {key: value for key, value in replica.items() if key != "histograms"}
+            for replica in msgspec.to_builtins(replicas)
+        ]
     return json_response(answer)

@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 import requests
+from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.engine.helpers import assert_same_image
 from tests.http.servers import ServerProcess, open_request, stats, wait_until
+from tests.http.test_edits import decode
 
 NUM_REPLICAS = 2
 NUM_FRONT_ENDS = 2
 QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
+STEPS = {"num_inference_steps": 4}  # for two partial images, each a step apart
 # Long enough on a CPU that a replica is still running it when the test kills the replica.
 SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 40, "n": 2}
 RESTART_TIMEOUT_S = 240.0
@@ -142,18 +147,61 @@ def test_a_killed_front_end_leaves_the_port_served_and_is_started_again(
     assert victim not in pids.values()
 
 
-def test_metrics_count_each_replica(server: ServerProcess) -> None:
+def test_metrics_count_each_replica_and_add_up_their_histograms(server: ServerProcess) -> None:
+    before = pinned_stats(server.url)["num_finished"]
     post_image(server.url, QUICK).raise_for_status()
+    wait_until(lambda: pinned_stats(server.url)["num_finished"] > before, 30, "the request's count")
     replicas = [r["replica"] for r in ready_replicas(server.url)]
 
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    text = PINNED.get(f"{server.url}/metrics", timeout=10).text
 
     for replica in replicas:
         assert f'omni:replica_up{{model_name="omni-tiny",replica="{replica}"}} 1.0' in text
-        assert (
-            f'omni:replica_requests_finished_total{{model_name="omni-tiny",replica="{replica}"}}'
-            in text
-        )
+    parsed = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    samples = {(s.name, s.labels.get("replica"), s.labels.get("le")): s.value for s in parsed}
+    success = {
+        s.labels["finished_reason"]: s.value
+        for s in parsed
+        if s.name == "omni:request_success_total"
+    }
+    finished = {r: samples["omni:replica_requests_finished_total", r, None] for r in replicas}
+    assert sum(finished.values()) > before
+    assert success["finished"] == sum(finished.values())  # the front end's total
+    # Each request a replica finished is one observation of its latency and of its steps, and
+    # the histograms in total are the replicas' added up, bucket by bucket.
+    for name in ("e2e_request_latency_seconds", "steps_per_request"):
+        per_replica = {r: samples[f"omni:replica_{name}_count", r, None] for r in replicas}
+        assert per_replica == finished, name
+        assert samples[f"omni:{name}_count", None, None] == sum(finished.values()), name
+        buckets = {le for (sample, _, le) in samples if sample == f"omni:{name}_bucket"}
+        for le in buckets:
+            each = [samples[f"omni:replica_{name}_bucket", r, le] for r in replicas]
+            assert samples[f"omni:{name}_bucket", None, le] == sum(each), (name, le)
+
+
+def test_a_stream_through_the_replicas_sends_its_partial_images_then_the_image(
+    server: ServerProcess,
+) -> None:
+    previews_before = pinned_stats(server.url)["num_previews"]
+    fields = {"prompt": "a red fox", "size": "64x64", "extra_body": {"seed": 5, **STEPS}}
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+    events = list(client.images.generate(stream=True, partial_images=2, **fields))
+
+    assert [e.type for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    images = [decode(e.b64_json) for e in events]
+    assert [(i.format, i.size) for i in images] == [("PNG", (64, 64))] * 3
+    assert_same_image(images[-1], decode(client.images.generate(**fields).data[0].b64_json))
+    wait_until(
+        lambda: pinned_stats(server.url)["num_previews"] == previews_before + 2,
+        30,
+        "the replicas' counters to show the two partial images",
+    )
 
 
 def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> None:
