@@ -13,31 +13,20 @@ from typing import Any
 
 from omni.jobs.artifacts import ArtifactStore
 from omni.jobs.base import JobStore
-from omni.jobs.sql import DEFAULT_LEASE_S
+from omni.jobs.sql import DEFAULT_LEASE_S, create_table
 
 SCHEMA_LOCK = 0x6F6D6E69  # a pg_advisory_xact_lock key: servers starting at once create once
+# Postgres's types for the kinds of omni.jobs.sql.TABLE; an idempotency key is unique here
+TYPES = {
+    "text": "TEXT",
+    "key": "TEXT UNIQUE",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "float": "DOUBLE PRECISION",
+    "bytes": "BYTEA",
+}
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS videos (
-        seq BIGSERIAL PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        created_at BIGINT NOT NULL,
-        completed_at BIGINT,
-        status TEXT NOT NULL,
-        progress INTEGER NOT NULL,
-        model TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        seconds TEXT NOT NULL,
-        size TEXT NOT NULL,
-        error_code TEXT,
-        error_message TEXT,
-        params BYTEA,
-        reference_image BYTEA,
-        idempotency_key TEXT UNIQUE,
-        request_digest TEXT,
-        worker TEXT,
-        fence BIGINT NOT NULL DEFAULT 0,
-        lease_until DOUBLE PRECISION
-    )""",
+    create_table("BIGSERIAL PRIMARY KEY", TYPES),
     "CREATE INDEX IF NOT EXISTS videos_status_seq ON videos (status, seq)",
 )
 

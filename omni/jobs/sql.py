@@ -15,15 +15,51 @@ from omni.video_job import FINISHED, UNFINISHED, JobStatus, KeyedJob, VideoJob, 
 
 SERVER_RESTARTED = "server_restarted"
 DEFAULT_LEASE_S = 30.0  # a job whose owner has not renewed it this long is taken back
-COLUMNS = (
-    "id, created_at, completed_at, status, progress, model, prompt, seconds, size, "
-    "error_code, error_message"
-)
 INPUT_COLUMNS = "params, reference_image, idempotency_key, request_digest"
 DROP_INPUT = "params = NULL, reference_image = NULL"  # a finished job never runs again
 RELEASE = "worker = NULL, lease_until = NULL"  # back in the queue, for any server to claim
 FINISH = "lease_until = NULL"  # a finished job keeps the worker that finished it
 QUEUED, IN_PROGRESS = JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value
+# The videos table, one column list for every store: (name, kind, constraint), where each store
+# maps a kind to its own type. Columns from `params` on came after the first schema: SQLite adds
+# them to older databases on open.
+TABLE = (
+    ("id", "text", "NOT NULL UNIQUE"),
+    ("created_at", "bigint", "NOT NULL"),
+    ("completed_at", "bigint", ""),
+    ("status", "text", "NOT NULL"),
+    ("progress", "int", "NOT NULL"),
+    ("model", "text", "NOT NULL"),
+    ("prompt", "text", "NOT NULL"),
+    ("seconds", "text", "NOT NULL"),
+    ("size", "text", "NOT NULL"),
+    ("error_code", "text", ""),
+    ("error_message", "text", ""),
+    ("params", "bytes", ""),
+    ("reference_image", "bytes", ""),
+    ("idempotency_key", "key", ""),
+    ("request_digest", "text", ""),
+    ("worker", "text", ""),
+    ("fence", "bigint", "NOT NULL DEFAULT 0"),
+    ("lease_until", "float", ""),
+)
+FIRST_ADDED_COLUMN = "params"
+_NAMES = [name for name, _, _ in TABLE]
+# A job's record, in VideoJob's order: the columns of the first schema (omni.video_job)
+COLUMNS = ", ".join(_NAMES[: _NAMES.index(FIRST_ADDED_COLUMN)])
+
+
+def table_columns(types: dict[str, str]) -> dict[str, str]:
+    """Each column's definition by name, its kind written as the store's type."""
+    return {name: " ".join(filter(None, (name, types[kind], rule))) for name, kind, rule in TABLE}
+
+
+def create_table(sequence: str, types: dict[str, str]) -> str:
+    """CREATE TABLE videos, with `sequence` the store's auto-incrementing key column."""
+    body = ",\n    ".join([f"seq {sequence}", *table_columns(types).values()])
+    return f"CREATE TABLE IF NOT EXISTS videos (\n    {body}\n)"
+
+
 NO_INPUT_MESSAGE = (
     "the server restarted before this job finished, and no input was kept to run it again; "
     "submit it again"

@@ -20,43 +20,24 @@ from typing import Any
 from omni.files import hold_directory
 from omni.jobs.artifacts import PREVIEW_FILES, ArtifactStore, LocalArtifacts, artifact_name
 from omni.jobs.base import JobStore
-from omni.jobs.sql import DEFAULT_LEASE_S
+from omni.jobs.sql import DEFAULT_LEASE_S, FIRST_ADDED_COLUMN, create_table, table_columns
 from omni.video_job import JobStatus
 
 DATABASE_FILE = "videos.sqlite3"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS videos (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL,
-    completed_at INTEGER,
-    status TEXT NOT NULL,
-    progress INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    seconds TEXT NOT NULL,
-    size TEXT NOT NULL,
-    error_code TEXT,
-    error_message TEXT,
-    params BLOB,
-    reference_image BLOB,
-    idempotency_key TEXT,
-    request_digest TEXT,
-    worker TEXT,
-    fence INTEGER NOT NULL DEFAULT 0,
-    lease_until REAL
-)
-"""
-ADDED_COLUMNS = {  # columns newer than the first schema, added to older databases on open
-    "params": "BLOB",
-    "reference_image": "BLOB",
-    "idempotency_key": "TEXT",
-    "request_digest": "TEXT",
-    "worker": "TEXT",
-    "fence": "INTEGER NOT NULL DEFAULT 0",
-    "lease_until": "REAL",
+# SQLite's types for the kinds of omni.jobs.sql.TABLE (its integers are 64-bit whatever the name)
+TYPES = {
+    "text": "TEXT",
+    "key": "TEXT",
+    "int": "INTEGER",
+    "bigint": "INTEGER",
+    "float": "REAL",
+    "bytes": "BLOB",
 }
+SCHEMA = create_table("INTEGER PRIMARY KEY AUTOINCREMENT", TYPES)
+COLUMNS_BY_NAME = table_columns(TYPES)
+# Columns newer than the first schema, added to older databases on open.
+ADDED_COLUMNS = list(COLUMNS_BY_NAME)[list(COLUMNS_BY_NAME).index(FIRST_ADDED_COLUMN) :]
 KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS videos_idempotency_key ON videos (idempotency_key)"
 
 
@@ -126,9 +107,9 @@ class SqliteJobStore(JobStore):
 
     def _add_new_columns(self) -> None:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(videos)")}
-        for name, kind in ADDED_COLUMNS.items():
+        for name in ADDED_COLUMNS:
             if name not in present:
-                self._db.execute(f"ALTER TABLE videos ADD COLUMN {name} {kind}")
+                self._db.execute(f"ALTER TABLE videos ADD COLUMN {COLUMNS_BY_NAME[name]}")
 
     def _recover(self) -> None:
         """Queue again (or fail) what a previous server left unfinished; sweep stray files."""
