@@ -384,3 +384,37 @@ def test_expiry_holds_across_a_restart(open_store: Callable[..., JobStore]) -> N
 def test_a_retention_under_a_second_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1 second"):
         VideoStore(tmp_path, retention_s=0)
+
+
+def test_a_database_of_the_first_schema_gains_the_newer_columns_and_keeps_its_jobs(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from omni.jobs.sqlite import DATABASE_FILE
+
+    job = make_job(status=JobStatus.COMPLETED, progress=100, completed_at=1_700_000_100)
+    with sqlite3.connect(tmp_path / DATABASE_FILE) as old:  # the table as the first omni wrote it
+        old.execute(
+            "CREATE TABLE videos (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+            "created_at INTEGER NOT NULL, completed_at INTEGER, status TEXT NOT NULL, "
+            "progress INTEGER NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, "
+            "seconds TEXT NOT NULL, size TEXT NOT NULL, error_code TEXT, error_message TEXT)"
+        )
+        old.execute(
+            "INSERT INTO videos (id, created_at, completed_at, status, progress, model, prompt, "
+            "seconds, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.created_at, job.completed_at, job.status.value, job.progress, job.model,
+             job.prompt, job.seconds, job.size),
+        )  # fmt: skip
+    (tmp_path / artifact_name(job.id)).write_bytes(b"an mp4")
+
+    store = VideoStore(tmp_path)
+    try:
+        assert store.get(job.id) == job
+        queued = make_job()
+        store.create(queued)  # the newer columns (input, key, lease, fence) are written to
+        claim = store.claim()
+        assert claim is not None and claim.job_id == queued.id and claim.fence == 1
+    finally:
+        store.close()
