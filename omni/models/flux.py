@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux import FluxAttention, _get_qkv_projections
 
 from omni.flow import config_shift, linear_sigmas
@@ -15,6 +14,8 @@ from omni.models.base import Row
 from omni.models.flux_edit import EDIT_FIELDS, FluxEditMixin
 from omni.models.image_family import PooledTextCond, TrueCFGAdapter
 from omni.models.padding import (
+    PaddedRows,
+    joint_qkv,
     key_mask,
     masked_backend,
     own_tokens,
@@ -121,8 +122,9 @@ class FluxBase(TrueCFGAdapter):
         cos, _ = pad_rows([table[0][None] for table in row_tables])
         sin, _ = pad_rows([table[1][None] for table in row_tables])
         mask = key_mask(torch.cat([text_valid, image_valid], dim=1), hidden.dtype)
+        padded = PaddedRows(cos, sin, mask)
         processors = {
-            module: _PaddedFluxAttnProcessor(module.processor, cos, sin, mask)
+            module: _PaddedFluxAttnProcessor(module.processor, padded)
             for module in transformer.modules()
             if isinstance(module, FluxAttention)
         }
@@ -208,15 +210,12 @@ class FluxAdapter(FluxEditMixin, FluxBase):
 
 class _PaddedFluxAttnProcessor:
     """FluxAttnProcessor over rows padded to one length: row b is rotated by its own [S, D]
-    rotary table (cos[b], sin[b]) and attends only to its unmasked keys. The transformer's
-    single `image_rotary_emb` is ignored."""
+    rotary table and attends only to its unmasked keys. The transformer's single
+    `image_rotary_emb` is ignored."""
 
-    def __init__(
-        self, replaced: Any, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
-    ) -> None:
+    def __init__(self, replaced: Any, rows: PaddedRows) -> None:
         self.backend = masked_backend(getattr(replaced, "_attention_backend", None))
-        self.cos, self.sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads
-        self.mask = mask
+        self.rows = rows
 
     def __call__(
         self,
@@ -226,35 +225,11 @@ class _PaddedFluxAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        query, key, value, text_query, text_key, text_value = _get_qkv_projections(
-            attn, hidden_states, encoder_hidden_states
-        )
-        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
-        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
-        value = value.unflatten(-1, (-1, attn.head_dim))
-        if attn.added_kv_proj_dim is not None:
-            text_query = attn.norm_added_q(text_query.unflatten(-1, (-1, attn.head_dim)))
-            text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
-            query = torch.cat([text_query, query], dim=1)
-            key = torch.cat([text_key, key], dim=1)
-            value = torch.cat([text_value.unflatten(-1, (-1, attn.head_dim)), value], dim=1)
-        hidden_states = dispatch_attention_fn(
-            self._rotate(query),
-            self._rotate(key),
-            value,
-            attn_mask=self.mask,
-            backend=self.backend,
-        )
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        projections = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        hidden_states = self.rows.attend(*joint_qkv(attn, projections), self.backend)
         if encoder_hidden_states is None:
             return hidden_states
         text_len = encoder_hidden_states.shape[1]
         text, image = hidden_states[:, :text_len], hidden_states[:, text_len:]
         image = attn.to_out[1](attn.to_out[0](image.contiguous()))
         return image, attn.to_add_out(text.contiguous())
-
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """diffusers' apply_rotary_emb (interleaved pairs), with a table per row."""
-        real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
-        rotated = torch.stack([-imag, real], dim=-1).flatten(3)
-        return (x.float() * self.cos + rotated.float() * self.sin).to(x.dtype)

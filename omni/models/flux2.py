@@ -16,9 +16,9 @@ from diffusers import Flux2KleinPipeline
 from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
 from omni.models.base import Row
-from omni.models.flux2_padding import PaddedRows, padded_processors
+from omni.models.flux2_padding import padded_processors
 from omni.models.image_family import ImageAdapter, TextCond
-from omni.models.padding import key_mask, pad_rows, processors_replaced, unpad
+from omni.models.padding import PaddedRows, key_mask, pad_rows, processors_replaced, unpad
 from omni.request import GenerationParams
 from omni.samplers import ScheduleInputs
 

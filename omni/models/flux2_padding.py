@@ -14,36 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux2 import (
     Flux2Attention,
     Flux2ParallelSelfAttention,
     _get_qkv_projections,
 )
 
-from omni.models.padding import masked_backend
-
-
-class PaddedRows:
-    """Per-row rotary tables ([B, S, D] cos and sin) and the batch's additive key mask."""
-
-    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> None:
-        self.cos, self.sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads
-        self.mask = mask
-
-    def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """diffusers' apply_rotary_emb (interleaved real pairs), with a table per row."""
-        real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
-        rotated = torch.stack([-imag, real], dim=-1).flatten(3)
-        return (x.float() * self.cos + rotated.float() * self.sin).to(x.dtype)
-
-    def attend(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: Any
-    ) -> torch.Tensor:
-        hidden = dispatch_attention_fn(
-            self.rotate(query), self.rotate(key), value, attn_mask=self.mask, backend=backend
-        )
-        return hidden.flatten(2, 3).to(query.dtype)
+from omni.models.padding import PaddedRows, joint_qkv, masked_backend
 
 
 class PaddedFlux2AttnProcessor:
@@ -61,18 +38,8 @@ class PaddedFlux2AttnProcessor:
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        query, key, value, text_query, text_key, text_value = _get_qkv_projections(
-            attn, hidden_states, encoder_hidden_states
-        )
-        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
-        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
-        value = value.unflatten(-1, (-1, attn.head_dim))
-        if attn.added_kv_proj_dim is not None:
-            text_query = attn.norm_added_q(text_query.unflatten(-1, (-1, attn.head_dim)))
-            text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
-            query = torch.cat([text_query, query], dim=1)
-            key = torch.cat([text_key, key], dim=1)
-            value = torch.cat([text_value.unflatten(-1, (-1, attn.head_dim)), value], dim=1)
+        projections = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key, value = joint_qkv(attn, projections)
         hidden_states = self.rows.attend(query, key, value, self.backend)
         if encoder_hidden_states is None:
             return attn.to_out[1](attn.to_out[0](hidden_states))

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers.models.attention_dispatch import AttentionBackendName
+from diffusers.models.attention_dispatch import AttentionBackendName, dispatch_attention_fn
 from torch.nn.utils.rnn import pad_sequence
 
 if TYPE_CHECKING:
@@ -70,3 +70,42 @@ def processors_replaced(replacements: dict[torch.nn.Module, Any]) -> Iterator[No
 def own_tokens(rows: list[Row], predictions: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """Each row's prediction for its latents: the tokens a row adds after them are dropped."""
     return [p[:, : r.request.latents.shape[1]] for p, r in zip(predictions, rows, strict=True)]
+
+
+class PaddedRows:
+    """Per-row rotary tables ([B, S, D] cos and sin) and the batch's additive key mask: what the
+    padded attention processors of the FLUX families share."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> None:
+        self.cos, self.sin = cos[:, :, None], sin[:, :, None]  # broadcast over heads
+        self.mask = mask
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """diffusers' apply_rotary_emb (interleaved real pairs), with a table per row."""
+        real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        rotated = torch.stack([-imag, real], dim=-1).flatten(3)
+        return (x.float() * self.cos + rotated.float() * self.sin).to(x.dtype)
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: Any
+    ) -> torch.Tensor:
+        hidden = dispatch_attention_fn(
+            self.rotate(query), self.rotate(key), value, attn_mask=self.mask, backend=backend
+        )
+        return hidden.flatten(2, 3).to(query.dtype)
+
+
+def joint_qkv(attn: Any, projections: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor, ...]:
+    """Query, key and value of a joint (text + image) attention from its six projections, split
+    into heads and normed as FLUX's and FLUX.2's processors do, text first."""
+    query, key, value, text_query, text_key, text_value = projections
+    query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+    key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+    value = value.unflatten(-1, (-1, attn.head_dim))
+    if attn.added_kv_proj_dim is not None:
+        text_query = attn.norm_added_q(text_query.unflatten(-1, (-1, attn.head_dim)))
+        text_key = attn.norm_added_k(text_key.unflatten(-1, (-1, attn.head_dim)))
+        query = torch.cat([text_query, query], dim=1)
+        key = torch.cat([text_key, key], dim=1)
+        value = torch.cat([text_value.unflatten(-1, (-1, attn.head_dim)), value], dim=1)
+    return query, key, value
