@@ -140,6 +140,11 @@ class FluxBase(TrueCFGAdapter):
             )[0]
         return own_tokens(rows, unpad(prediction, [x.shape[1] for x in latents]))
 
+    def row_shape(self, row: Row) -> tuple:
+        """Rows of one token layout: a Kontext edit's reference tokens lengthen its sequence and
+        add their positions to the rotary table, so the step caches run it apart from others."""
+        return (*super().row_shape(row), self._row_layout(row.request))
+
     def _row_tokens(self, request: Request) -> torch.Tensor:
         """The image tokens a row of the request puts through the transformer."""
         return request.latents

@@ -22,7 +22,6 @@ from diffusers import FluxKontextPipeline
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 from PIL import Image
 
-from omni.cache import STEP_CACHES
 from omni.models.flux import FluxBase
 from omni.models.image_family import PooledTextCond
 from omni.request import GenerationParams, Request
@@ -41,11 +40,6 @@ class FluxKontextAdapter(FluxBase):
     cond_class = KontextCond
     supported_fields = FluxBase.supported_fields | {"image"}
     can_edit = True
-
-    def cache_problem(self, kind: str | None) -> str | None:
-        if kind in STEP_CACHES:  # their row slicing knows nothing of the reference tokens
-            return "step caches are not wired for Kontext's reference-image tokens"
-        return super().cache_problem(kind)
 
     def reference_size(self, image: Image.Image) -> tuple[int, int]:
         """(height, width) the pipeline resizes the image to: the preferred resolution nearest

@@ -138,6 +138,11 @@ class QwenImageAdapter(TrueCFGAdapter):
         """What rows of one transformer call share beyond the latent size (in the batch key)."""
         return self.pad_group(request.params)
 
+    def row_shape(self, row: Row) -> tuple:
+        """Rows of one transformer call (an edit's reference layout splits `forward` into calls
+        of their own, which the step caches must see one at a time)."""
+        return (*super().row_shape(row), self._row_layout(row.request))
+
     def _row_tokens(self, request: Request) -> torch.Tensor:
         """The image tokens a row of the request puts through the transformer."""
         return request.latents

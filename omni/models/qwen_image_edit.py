@@ -34,7 +34,6 @@ from diffusers import QwenImageEditPipeline, QwenImagePipeline
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
 from PIL import Image
 
-from omni.cache import STEP_CACHES
 from omni.models.image_family import TextCond
 from omni.models.qwen_image import QwenImageAdapter
 from omni.models.qwen_vl_processor import load_processor
@@ -70,11 +69,6 @@ class QwenImageEditAdapter(QwenImageAdapter):
     def _setup(self) -> None:
         super()._setup()
         self.edit_pipe.to(self.device)
-
-    def cache_problem(self, kind: str | None) -> str | None:
-        if kind in STEP_CACHES:  # their row slicing knows nothing of the reference tokens
-            return "step caches are not wired for Qwen-Image-Edit's reference-image tokens"
-        return super().cache_problem(kind)
 
     # Sizes -------------------------------------------------------------------------------------
 

@@ -61,12 +61,15 @@ def text_to_image(model_dir: Path, params: GenerationParams) -> Any:
 
 
 def pipeline_edit(
-    model_dir: Path, params: GenerationParams, pipeline_class: Any = QwenImageEditPipeline
+    model_dir: Path,
+    params: GenerationParams,
+    pipeline_class: Any = QwenImageEditPipeline,
+    pipe: Any = None,
 ) -> Any:
     """QwenImageEditPipeline.__call__ (or pipeline_class's) as shipped, with height and width
     given so it keeps the requested size; what the request leaves out keeps the pipeline's own
-    default. Several images go in as a list."""
-    pipe = edit_pipeline(model_dir, pipeline_class)
+    default. Several images go in as a list. `pipe`: one a test hooks into."""
+    pipe = pipe or edit_pipeline(model_dir, pipeline_class)
     extra: dict[str, Any] = {}
     if params.true_cfg_scale is not None:
         extra["true_cfg_scale"] = params.true_cfg_scale

@@ -1,0 +1,191 @@
+"""Step caches on the editing families, whose rows carry reference-image tokens after their
+latents (FLUX.1 Kontext, Qwen-Image-Edit): against diffusers' own edit pipelines with the same
+cache, and batch invariant beside other edits, other caches and plain generations.
+
+The caches see the whole sequence, reference tokens included, as diffusers' hooks do: the
+first block's residual compared, the remaining blocks' residual kept, the attention outputs
+expanded. The transformer outputs are compared step by step and row by row (diffusers' over the
+latents' part only, which its pipelines keep), and the images too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from diffusers import FluxKontextPipeline, FluxTransformer2DModel, QwenImageTransformer2DModel
+from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+from diffusers.hooks.hooks import CacheContext, _set_cache_context
+from diffusers.hooks.taylorseer_cache import apply_taylorseer_cache
+
+from omni.cache.taylorseer import predicts
+from omni.request import GenerationParams
+from tests.cache import test_first_block_cache as fbcache_tests
+from tests.cache import test_taylorseer as taylorseer_tests
+from tests.cache.test_taylorseer import DIFFUSERS_CONFIG, diffusers_outputs, omni_outputs, report
+from tests.engine.helpers import assert_same_image, diffusers_image, generate_all, image_params
+from tests.engine.test_flux_edit import source_image
+from tests.engine.test_flux_kontext import WIDE
+from tests.families.qwen_image_edit.helpers import edit_params, edit_pipeline, pipeline_edit
+from tests.families.qwen_image_edit.helpers import source_image as qwen_source
+
+STEPS = 8  # TaylorSeer predicts steps 3, 5, 6 and 7 of 8
+THRESHOLD = {"flux_kontext": 0.35, "qwen_image_edit": 0.35}  # skip some steps, not all
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tiny_flux_kontext_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from omni.models.tiny.qwen_image_edit import build_tiny_qwen_image_edit
+
+    qwen = build_tiny_qwen_image_edit(tmp_path_factory.mktemp("models") / "qwen-edit-caches")
+    return {"flux_kontext": tiny_flux_kontext_dir, "qwen_image_edit": qwen}
+
+
+def edit(family: str, kind: str | None = None, **overrides: Any) -> GenerationParams:
+    """An edit request of the family, with the cache `kind` at the family's test threshold.
+    Qwen-Image-Edit's under true CFG (diffusers' pipeline caches each branch in a context of
+    its own; FluxKontextPipeline sets no context, so its edit runs without)."""
+    cache: dict[str, Any] = {}
+    if kind is not None:
+        threshold = THRESHOLD[family] if kind == "fbcache" else None
+        cache = {"cache": kind, "cache_threshold": threshold}
+    if family == "flux_kontext":
+        values = dict(image=source_image(), num_inference_steps=STEPS)
+        return image_params(**{**values, **cache, **overrides})
+    values = dict(negative_prompt="blurry", true_cfg_scale=3.0, num_inference_steps=STEPS)
+    return edit_params(**{**values, **cache, **overrides})
+
+
+# diffusers' runs -------------------------------------------------------------------------------
+
+
+def apply_cache(transformer: torch.nn.Module, p: GenerationParams) -> None:
+    if p.cache == "fbcache":
+        apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=p.cache_threshold))
+    else:
+        apply_taylorseer_cache(transformer, DIFFUSERS_CONFIG)  # diffusers' default modules
+
+
+def diffusers_edit(family: str, model_dir: Path, p: GenerationParams, cached: bool) -> Any:
+    """The edit through diffusers' own pipeline, its transformer given the request's cache."""
+    if family == "flux_kontext":
+        pipe = FluxKontextPipeline.from_pretrained(model_dir)
+        if cached:
+            apply_cache(pipe.transformer, p)
+            # FluxKontextPipeline sets no cache context, which the hooks need: one for the run
+            # (one transformer call per step, without true CFG).
+            assert p.negative_prompt is None
+            _set_cache_context(pipe.transformer, CacheContext("cond"))
+        area = p.height * p.width
+        return diffusers_image(model_dir, p, pipe, image=p.image, max_area=area)
+    pipe = edit_pipeline(model_dir)
+    if cached:
+        apply_cache(pipe.transformer, p)
+    return pipeline_edit(model_dir, p, pipe=pipe)
+
+
+TRANSFORMERS = {
+    "flux_kontext": FluxTransformer2DModel,
+    "qwen_image_edit": QwenImageTransformer2DModel,
+}
+
+
+def farthest_on_latents(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
+    """Largest difference between omni's rows and diffusers' outputs over the latents' tokens
+    (diffusers' also cover the reference tokens, which its pipelines drop)."""
+    assert len(ours) == len(theirs)
+    return max(
+        (a - b[:, : a.shape[1]]).abs().max().item() for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+@pytest.mark.parametrize("kind", ["fbcache", "taylorseer"])
+@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+def test_a_cached_edit_equals_diffusers_and_skips_the_same_steps(
+    model_dirs, family, kind, monkeypatch
+):
+    model_dir = model_dirs[family]
+    request = edit(family, kind)
+    branches = 2 if request.negative_prompt is not None else 1
+    outputs = omni_outputs(monkeypatch)
+    (result,), _ = generate_all(model_dir, [request])
+    p = result.params
+    log_class = fbcache_tests.DecisionLog if kind == "fbcache" else taylorseer_tests.DecisionLog
+    log = log_class(monkeypatch)
+    with diffusers_outputs(monkeypatch, TRANSFORMERS[family]) as expected_outputs:
+        expected = diffusers_edit(family, model_dir, p, cached=True)
+    with diffusers_outputs(monkeypatch, TRANSFORMERS[family]) as uncached_outputs:
+        diffusers_edit(family, model_dir, p, cached=False)
+    if kind == "fbcache":  # one decision per transformer call: cond (then uncond) per step
+        skipped = sum(not computed for computed in log.computed[::branches])
+    else:
+        hooked = len(log.computed) // (branches * STEPS)
+        skipped = log.predicted_steps(hooked, calls_per_step=branches, call=0)
+        assert skipped == sum(predicts(step) for step in range(STEPS))
+    assert result.cache_skipped_steps == skipped
+    assert 0 < skipped < STEPS - 1  # the cache really decided something
+    for uncond in range(branches):
+        off = farthest_on_latents(
+            outputs[(p.seed, bool(uncond))], expected_outputs[uncond::branches]
+        )
+        moved = farthest_on_latents(
+            expected_outputs[uncond::branches], uncached_outputs[uncond::branches]
+        )
+        print(f"{family} {kind} uncond={uncond}: max |omni - diffusers| {off:.2e}; "
+              f"the cache moved diffusers' outputs {moved:.2e}")  # fmt: skip
+        assert off < 1e-3 * moved
+    report(f"{family} {kind} vs diffusers", result.output, expected)
+    assert_same_image(result.output, expected)
+
+
+# Batch invariance --------------------------------------------------------------------------------
+
+
+def crowd(family: str, kind: str) -> list[GenerationParams]:
+    """A cached edit first, then others that share its forwards: an edit under the other cache
+    with another step count, an uncached edit (true CFG for Kontext, another reference size or
+    prompt), an edit with another threshold, and a plain text-to-image request of the same size
+    (both families batch it in the same engine step)."""
+    other = "taylorseer" if kind == "fbcache" else "fbcache"
+    if family == "flux_kontext":
+        return [
+            edit(family, kind),
+            edit(family, other, seed=2, num_inference_steps=6),
+            edit(family, seed=3, negative_prompt="blurry", true_cfg_scale=2.0),
+            edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=7),
+            edit(family, kind, seed=5, image=WIDE, width=32, height=64),
+            image_params(seed=6, num_inference_steps=5, cache=kind),
+        ]
+    return [
+        edit(family, kind),
+        edit(family, other, seed=2, num_inference_steps=6, prompt="turn the square into a cat"),
+        edit(family, seed=3, image=qwen_source(48, 80)),
+        edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=7),
+        edit(family, kind, seed=5, image=None),
+        edit(family, seed=6, image=None, num_inference_steps=5, negative_prompt=None),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["fbcache", "taylorseer"])
+@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+def test_a_cached_edit_is_the_same_alone_and_in_a_crowd(model_dirs, family, kind, monkeypatch):
+    requests = crowd(family, kind)
+    outputs = omni_outputs(monkeypatch)
+    together, stats = generate_all(model_dirs[family], requests)
+    in_crowd = {uncond: outputs.pop((0, uncond), None) for uncond in (False, True)}
+    (alone,), _ = generate_all(model_dirs[family], requests[:1])
+    for uncond, rows in in_crowd.items():
+        if rows is not None:
+            off = max(
+                (a - b).abs().max().item() for a, b in zip(rows, outputs[(0, uncond)], strict=True)
+            )
+            print(f"{family} {kind} uncond={uncond}: max |in a crowd - alone| {off:.2e}")
+            assert off < 1e-4
+    assert stats.max_batch_size_seen >= len(requests)  # all of them shared engine steps
+    assert together[0].cache_skipped_steps == alone.cache_skipped_steps > 0
+    report(f"{family} {kind} in a crowd vs alone", together[0].output, alone.output)
+    assert_same_image(together[0].output, alone.output)
+    assert together[1].cache_skipped_steps > 0  # the other cache skipped beside it
+    assert together[2].cache_skipped_steps is None
