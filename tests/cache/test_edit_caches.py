@@ -10,6 +10,7 @@ latents' part only, which its pipelines keep), and the images too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from diffusers.hooks.hooks import CacheContext, _set_cache_context
 from diffusers.hooks.taylorseer_cache import apply_taylorseer_cache
 
 from omni.cache.taylorseer import predicts
+from omni.models.base import FamilyAdapter
 from omni.request import GenerationParams
 from tests.cache import test_first_block_cache as fbcache_tests
 from tests.cache import test_taylorseer as taylorseer_tests
@@ -101,10 +103,29 @@ def farthest_on_latents(ours: list[torch.Tensor], theirs: list[torch.Tensor]) ->
     )
 
 
+@pytest.fixture(scope="module")
+def uncached(model_dirs) -> Callable[[str, GenerationParams], list[torch.Tensor]]:
+    """diffusers' transformer outputs for an edit run without a cache, once per family (the
+    edits compared differ in their cache only)."""
+    runs: dict[str, list[torch.Tensor]] = {}
+
+    def outputs(family: str, p: GenerationParams) -> list[torch.Tensor]:
+        if family not in runs:
+            with (
+                pytest.MonkeyPatch.context() as patch,
+                diffusers_outputs(patch, TRANSFORMERS[family]) as recorded,
+            ):
+                diffusers_edit(family, model_dirs[family], p, cached=False)
+            runs[family] = recorded
+        return runs[family]
+
+    return outputs
+
+
 @pytest.mark.parametrize("kind", ["fbcache", "taylorseer"])
 @pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
 def test_a_cached_edit_equals_diffusers_and_skips_the_same_steps(
-    model_dirs, family, kind, monkeypatch
+    model_dirs, uncached, family, kind, monkeypatch
 ):
     model_dir = model_dirs[family]
     request = edit(family, kind)
@@ -116,8 +137,7 @@ def test_a_cached_edit_equals_diffusers_and_skips_the_same_steps(
     log = log_class(monkeypatch)
     with diffusers_outputs(monkeypatch, TRANSFORMERS[family]) as expected_outputs:
         expected = diffusers_edit(family, model_dir, p, cached=True)
-    with diffusers_outputs(monkeypatch, TRANSFORMERS[family]) as uncached_outputs:
-        diffusers_edit(family, model_dir, p, cached=False)
+    uncached_outputs = uncached(family, p)
     if kind == "fbcache":  # one decision per transformer call: cond (then uncond) per step
         skipped = sum(not computed for computed in log.computed[::branches])
     else:
@@ -143,49 +163,70 @@ def test_a_cached_edit_equals_diffusers_and_skips_the_same_steps(
 # Batch invariance --------------------------------------------------------------------------------
 
 
-def crowd(family: str, kind: str) -> list[GenerationParams]:
-    """A cached edit first, then others that share its forwards: an edit under the other cache
-    with another step count, an uncached edit (true CFG for Kontext, another reference size or
-    prompt), an edit with another threshold, and a plain text-to-image request of the same size
-    (both families batch it in the same engine step)."""
-    other = "taylorseer" if kind == "fbcache" else "fbcache"
+def crowd(family: str) -> list[GenerationParams]:
+    """A First-Block Cache edit and a TaylorSeer edit (another step count) first, then others
+    that share their forwards: an uncached edit (true CFG for Kontext; another reference size for
+    Qwen-Image-Edit), an edit under another threshold, an edit of another output size, and plain
+    text-to-image requests of the same size, cached and not (both families batch them in the
+    same engine steps)."""
+    both = [edit(family, "fbcache"), edit(family, "taylorseer", seed=2, num_inference_steps=7)]
     if family == "flux_kontext":
         return [
-            edit(family, kind),
-            edit(family, other, seed=2, num_inference_steps=6),
+            *both,
             edit(family, seed=3, negative_prompt="blurry", true_cfg_scale=2.0),
-            edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=7),
-            edit(family, kind, seed=5, image=WIDE, width=32, height=64),
-            image_params(seed=6, num_inference_steps=5, cache=kind),
+            edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=6),
+            edit(family, "taylorseer", seed=5, image=WIDE, width=32, height=64),
+            image_params(seed=6, num_inference_steps=5, cache="fbcache", cache_threshold=0.3),
+            image_params(seed=7, num_inference_steps=9),
         ]
     return [
-        edit(family, kind),
-        edit(family, other, seed=2, num_inference_steps=6, prompt="turn the square into a cat"),
-        edit(family, seed=3, image=qwen_source(48, 80)),
-        edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=7),
-        edit(family, kind, seed=5, image=None),
-        edit(family, seed=6, image=None, num_inference_steps=5, negative_prompt=None),
+        *both,
+        edit(family, seed=3, image=qwen_source(48, 80), prompt="turn the square into a cat"),
+        edit(family, "fbcache", seed=4, cache_threshold=0.1, num_inference_steps=6),
+        edit(family, "taylorseer", seed=5, image=None),
+        edit(family, "fbcache", seed=6, image=None, num_inference_steps=5, negative_prompt=None),
+        edit(family, seed=7, image=None, num_inference_steps=9),
     ]
 
 
-@pytest.mark.parametrize("kind", ["fbcache", "taylorseer"])
+def forwards_seen(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
+    """The seeds of the requests whose rows each forward ran."""
+    seen: list[set[int]] = []
+    original = FamilyAdapter.forward_rows
+
+    def recorded(adapter: FamilyAdapter, rows: list[Any]) -> list[torch.Tensor]:
+        seen.append({row.request.params.seed for row in rows})
+        return original(adapter, rows)
+
+    monkeypatch.setattr(FamilyAdapter, "forward_rows", recorded)
+    return seen
+
+
 @pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
-def test_a_cached_edit_is_the_same_alone_and_in_a_crowd(model_dirs, family, kind, monkeypatch):
-    requests = crowd(family, kind)
+def test_cached_edits_are_the_same_alone_and_in_a_crowd(model_dirs, family, monkeypatch):
+    requests = crowd(family)
     outputs = omni_outputs(monkeypatch)
-    together, stats = generate_all(model_dirs[family], requests)
-    in_crowd = {uncond: outputs.pop((0, uncond), None) for uncond in (False, True)}
-    (alone,), _ = generate_all(model_dirs[family], requests[:1])
-    for uncond, rows in in_crowd.items():
-        if rows is not None:
-            off = max(
-                (a - b).abs().max().item() for a, b in zip(rows, outputs[(0, uncond)], strict=True)
-            )
-            print(f"{family} {kind} uncond={uncond}: max |in a crowd - alone| {off:.2e}")
-            assert off < 1e-4
-    assert stats.max_batch_size_seen >= len(requests)  # all of them shared engine steps
-    assert together[0].cache_skipped_steps == alone.cache_skipped_steps > 0
-    report(f"{family} {kind} in a crowd vs alone", together[0].output, alone.output)
-    assert_same_image(together[0].output, alone.output)
-    assert together[1].cache_skipped_steps > 0  # the other cache skipped beside it
+    forwards = forwards_seen(monkeypatch)
+    together, _ = generate_all(model_dirs[family], requests)
+    # Both cached edits, the uncached edit and the cached plain generation in one forward.
+    assert any({0, 2, 3, 6} <= seeds for seeds in forwards)
+    firsts = requests[:2]
+    in_crowd = {key: outputs.pop(key) for key in list(outputs) if key[0] in (0, 2)}
+    alone, alone_stats = generate_all(model_dirs[family], firsts, max_num_running=1)
+    assert alone_stats.max_batch_size_seen == 1  # each ran by itself
+    for (seed, uncond), rows in in_crowd.items():
+        off = max(
+            (a - b).abs().max().item() for a, b in zip(rows, outputs[(seed, uncond)], strict=True)
+        )
+        print(f"{family} seed {seed} uncond={uncond}: max |in a crowd - alone| {off:.2e}")
+        assert off < 1e-4
+    assert len(in_crowd) == sum(1 + (r.negative_prompt is not None) for r in firsts)
+    for ran_together, ran_alone in zip(together[:2], alone, strict=True):
+        kind = ran_alone.params.cache
+        skipped = ran_alone.cache_skipped_steps
+        print(f"{family} {kind}: {skipped} steps skipped alone and in a crowd")
+        assert ran_together.cache_skipped_steps == skipped > 0
+        report(f"{family} {kind} in a crowd vs alone", ran_together.output, ran_alone.output)
+        assert_same_image(ran_together.output, ran_alone.output)
     assert together[2].cache_skipped_steps is None
+    assert together[5].cache_skipped_steps > 0  # the plain generation cached beside the edits
