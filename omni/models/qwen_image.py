@@ -138,6 +138,16 @@ class QwenImageAdapter(TrueCFGAdapter):
         """What rows of one transformer call share beyond the latent size (in the batch key)."""
         return self.pad_group(request.params)
 
+    def cache_problem(self, kind: str | None) -> str | None:
+        if kind == "fbcache" and self.pipe.transformer.config.get("zero_cond_t"):
+            # Its blocks take a timestep embedding of 2 x batch rows (the latents' then the
+            # references'), which First-Block Cache's row slicing does not split.
+            return (
+                "First-Block Cache is not wired for Qwen-Image transformers with zero_cond_t "
+                "(two timestep embeddings per row)"
+            )
+        return super().cache_problem(kind)
+
     def row_shape(self, row: Row) -> tuple:
         """Rows of one transformer call (an edit's reference layout splits `forward` into calls
         of their own, which the step caches must see one at a time)."""

@@ -10,6 +10,8 @@ latents' part only, which its pipelines keep), and the images too.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,20 @@ from diffusers.hooks.hooks import CacheContext, _set_cache_context
 from diffusers.hooks.taylorseer_cache import apply_taylorseer_cache
 
 from omni.cache.taylorseer import predicts
+from omni.errors import InvalidRequestError
 from omni.models.base import FamilyAdapter
 from omni.request import GenerationParams
 from tests.cache import test_first_block_cache as fbcache_tests
 from tests.cache import test_taylorseer as taylorseer_tests
 from tests.cache.test_taylorseer import DIFFUSERS_CONFIG, diffusers_outputs, omni_outputs, report
-from tests.engine.helpers import assert_same_image, diffusers_image, generate_all, image_params
+from tests.conftest import run
+from tests.engine.helpers import (
+    assert_same_image,
+    diffusers_image,
+    generate_all,
+    image_params,
+    running_engine,
+)
 from tests.engine.test_flux_edit import source_image
 from tests.engine.test_flux_kontext import WIDE
 from tests.families.qwen_image_edit.helpers import edit_params, edit_pipeline, pipeline_edit
@@ -230,3 +240,22 @@ def test_cached_edits_are_the_same_alone_and_in_a_crowd(model_dirs, family, monk
         assert_same_image(ran_together.output, ran_alone.output)
     assert together[2].cache_skipped_steps is None
     assert together[5].cache_skipped_steps > 0  # the plain generation cached beside the edits
+
+
+def test_fbcache_is_refused_where_the_timestep_embedding_has_two_rows_per_row(model_dirs, tmp_path):
+    """Qwen-Image-Edit-2511's transformer (zero_cond_t) modulates the reference tokens with a
+    second timestep embedding: First-Block Cache's row slicing does not split that, so it is
+    refused with the reason; TaylorSeer (attention outputs, no embedding) is served."""
+    model_dir = Path(shutil.copytree(model_dirs["qwen_image_edit"], tmp_path / "zero-cond"))
+    config_path = model_dir / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "zero_cond_t": True}))
+
+    async def scenario() -> None:
+        async with running_engine(model_dir) as engine:
+            engine.resolve(edit("qwen_image_edit", "taylorseer"))
+            with pytest.raises(InvalidRequestError, match="zero_cond_t") as caught:
+                engine.resolve(edit("qwen_image_edit", "fbcache"))
+            assert caught.value.param == "cache"
+
+    run(scenario())

@@ -1,4 +1,5 @@
-"""TaylorSeer on the families beyond FLUX: against diffusers' own, batch invariant, or refused."""
+"""TaylorSeer on the families beyond FLUX: against diffusers' own and batch invariant (the edit
+families': tests/cache/test_edit_caches.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylor
 from diffusers.models.attention_processor import Attention
 
 from omni.cache.taylorseer import predicts
-from omni.errors import InvalidRequestError
 from omni.request import GenerationParams
 from tests.cache.test_families import diffusers_qwen_image
 from tests.cache.test_taylorseer import (
@@ -27,8 +27,7 @@ from tests.cache.test_taylorseer import (
     omni_outputs,
     report,
 )
-from tests.conftest import run
-from tests.engine.helpers import assert_same_image, generate_all, image_params, running_engine
+from tests.engine.helpers import assert_same_image, generate_all
 from tests.families.z_image.helpers import diffusers_z_image
 from tests.models.test_wan_engine import diffusers_video, video_params
 
@@ -206,23 +205,3 @@ def test_a_taylorseer_request_predicts_the_same_alone_and_in_a_crowd(
     assert together[0].cache_skipped_steps == alone.cache_skipped_steps > 0
     assert_same_image(together[0].output, alone.output)
     assert together[3].cache_skipped_steps is None
-
-
-@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
-def test_families_taylorseer_is_not_wired_for_refuse_it(request, tmp_path, family):
-    """The edit families' reference-image tokens are unknown to the step caches' row slicing."""
-    if family == "flux_kontext":
-        model_dir = request.getfixturevalue("tiny_flux_kontext_dir")
-    else:
-        from omni.models.tiny.qwen_image_edit import build_tiny_qwen_image_edit
-
-        model_dir = build_tiny_qwen_image_edit(tmp_path / family)
-
-    async def scenario() -> None:
-        async with running_engine(model_dir) as engine:
-            engine.resolve(image_params())  # served without a cache
-            with pytest.raises(InvalidRequestError, match="not wired") as caught:
-                engine.resolve(image_params(cache="taylorseer"))
-            assert caught.value.param == "cache"
-
-    run(scenario())
