@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 import torch
-from diffusers import FluxKontextPipeline, FluxTransformer2DModel, QwenImageTransformer2DModel
+from diffusers import (
+    FluxKontextPipeline,
+    FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
+    QwenImageTransformer2DModel,
+)
 from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 from diffusers.hooks.hooks import CacheContext, _set_cache_context
 from diffusers.hooks.taylorseer_cache import apply_taylorseer_cache
@@ -44,15 +50,21 @@ from tests.families.qwen_image_edit.helpers import edit_params, edit_pipeline, p
 from tests.families.qwen_image_edit.helpers import source_image as qwen_source
 
 STEPS = 8  # TaylorSeer predicts steps 3, 5, 6 and 7 of 8
-THRESHOLD = {"flux_kontext": 0.35, "qwen_image_edit": 0.35}  # skip some steps, not all
+# First-Block Cache thresholds at which the tiny models skip some steps, not all.
+THRESHOLD = {"flux_kontext": 0.35, "qwen_image_edit": 0.35, "qwen_image_edit_plus": 0.35}
+PLUS_IMAGES = (qwen_source(), qwen_source(48, 48).transpose(0))  # two reference shapes
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tiny_flux_kontext_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     from omni.models.tiny.qwen_image_edit import build_tiny_qwen_image_edit
 
-    qwen = build_tiny_qwen_image_edit(tmp_path_factory.mktemp("models") / "qwen-edit-caches")
-    return {"flux_kontext": tiny_flux_kontext_dir, "qwen_image_edit": qwen}
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "flux_kontext": tiny_flux_kontext_dir,
+        "qwen_image_edit": build_tiny_qwen_image_edit(root / "qwen-edit"),
+        "qwen_image_edit_plus": build_tiny_qwen_image_edit(root / "qwen-edit-plus", plus=True),
+    }
 
 
 def edit(family: str, kind: str | None = None, **overrides: Any) -> GenerationParams:
@@ -67,6 +79,8 @@ def edit(family: str, kind: str | None = None, **overrides: Any) -> GenerationPa
         values = dict(image=source_image(), num_inference_steps=STEPS)
         return image_params(**{**values, **cache, **overrides})
     values = dict(negative_prompt="blurry", true_cfg_scale=3.0, num_inference_steps=STEPS)
+    if family == "qwen_image_edit_plus":
+        values["image"] = PLUS_IMAGES
     return edit_params(**{**values, **cache, **overrides})
 
 
@@ -92,15 +106,21 @@ def diffusers_edit(family: str, model_dir: Path, p: GenerationParams, cached: bo
             _set_cache_context(pipe.transformer, CacheContext("cond"))
         area = p.height * p.width
         return diffusers_image(model_dir, p, pipe, image=p.image, max_area=area)
-    pipe = edit_pipeline(model_dir)
+    pipeline_class = PIPELINES[family]
+    pipe = edit_pipeline(model_dir, pipeline_class)
     if cached:
         apply_cache(pipe.transformer, p)
-    return pipeline_edit(model_dir, p, pipe=pipe)
+    return pipeline_edit(model_dir, p, pipeline_class, pipe=pipe)
 
 
 TRANSFORMERS = {
     "flux_kontext": FluxTransformer2DModel,
     "qwen_image_edit": QwenImageTransformer2DModel,
+    "qwen_image_edit_plus": QwenImageTransformer2DModel,
+}
+PIPELINES = {
+    "qwen_image_edit": QwenImageEditPipeline,
+    "qwen_image_edit_plus": QwenImageEditPlusPipeline,
 }
 
 
@@ -132,8 +152,21 @@ def uncached(model_dirs) -> Callable[[str, GenerationParams], list[torch.Tensor]
     return outputs
 
 
-@pytest.mark.parametrize("kind", ["fbcache", "taylorseer"])
-@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+# Two megapixel reference encodes per run on the CPU: Qwen-Image-Edit-Plus's runs take longer.
+PLUS = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("family", "kind"),
+    [
+        ("flux_kontext", "fbcache"),
+        ("flux_kontext", "taylorseer"),
+        ("qwen_image_edit", "fbcache"),
+        ("qwen_image_edit", "taylorseer"),
+        pytest.param("qwen_image_edit_plus", "fbcache", marks=PLUS),
+        pytest.param("qwen_image_edit_plus", "taylorseer", marks=PLUS),
+    ],
+)
 def test_a_cached_edit_equals_diffusers_and_skips_the_same_steps(
     model_dirs, uncached, family, kind, monkeypatch
 ):
