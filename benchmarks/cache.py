@@ -1,13 +1,15 @@
 """Step caching on the CPU: images/s with a step cache against without, side by side.
 
     python -m benchmarks.cache --caches fbcache:0.05 fbcache:0.45 taylorseer --concurrency 1 16
+    python -m benchmarks.cache --model-dir /tmp/omni-cache-bench-trained   # benchmarks/train_tiny
 
 The model is omni-tiny with its transformer swapped for a wider, deeper one (8 blocks of width
 256, 256 image tokens at 256x256), so the transformer dominates a step as it does at full size.
 Every round runs the uncached and the cached sides one after the other (alternating which goes
 first), with the same seeds; the table gives medians over rounds of the cached side's images/s
 over the uncached side's, the steps skipped per image and the mean absolute pixel difference
-between the two sides' images (0-255).
+between the two sides' images (0-255). `--model-dir` measures another model directory instead
+(the same transformer trained by benchmarks/train_tiny.py, say).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from omni.models.tiny import ensure_builtin
 from omni.request import GenerationParams
 
 MODEL_DIR = Path("/tmp/omni-cache-bench-model")
+PROMPT = "a lighthouse on a cliff at dusk"
 WIDE_TRANSFORMER = {"num_layers": 2, "num_single_layers": 6, "num_attention_heads": 4,
                     "attention_head_dim": 64}  # fmt: skip
 
@@ -66,7 +69,7 @@ async def run_side(engine: AsyncEngine, count: int, steps: int, spec: str, size:
     cache = {"cache": kind, "cache_threshold": threshold}
     params = [
         GenerationParams(
-            prompt="a lighthouse on a cliff at dusk",
+            prompt=PROMPT,
             width=size,
             height=size,
             num_inference_steps=steps,
@@ -84,7 +87,8 @@ async def run_side(engine: AsyncEngine, count: int, steps: int, spec: str, size:
 
 
 async def measure(args: argparse.Namespace) -> list[str]:
-    engine = AsyncEngine(EngineConfig(model=str(benchmark_model()), profile_seconds=0))
+    model = args.model_dir if args.model_dir is not None else benchmark_model()
+    engine = AsyncEngine(EngineConfig(model=str(model), profile_seconds=0))
     await engine.start()
     await engine.wait_ready()
     rows = []
@@ -121,7 +125,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
     return rows
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--caches",
@@ -133,7 +137,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model directory to measure (default: the random-weight benchmark model)",
+    )
+    args = parser.parse_args(argv)
+    if args.model_dir is not None and not (args.model_dir / "model_index.json").is_file():
+        parser.error(f"--model-dir {args.model_dir}: no model_index.json there")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     header = [
         "| concurrent | cache | steps skipped | images/s cached / uncached (rounds) | "
         "mean pixel diff |",
