@@ -193,7 +193,10 @@ class VideoJobs:
         try:
             finished = None
             progress = -1
-            async with aclosing(self.engine.stream(params, request_id=job_id)) as events:
+            # One engine request id per claim: a run given up on (replica lost, lease lost) may
+            # still have an encode or decode in flight in the engine under its own id.
+            run_id = f"{job_id}-{fence}"
+            async with aclosing(self.engine.stream(params, request_id=run_id)) as events:
                 async for event in events:
                     if isinstance(event, Progress):
                         done = event.step_index * 100 // event.num_steps

@@ -140,8 +140,8 @@ def test_abort_frees_the_slot_and_leaves_others_untouched(tiny_flux_dir):
 
 
 def test_an_id_given_up_on_can_be_used_again_at_once_and_gets_its_own_result(tiny_flux_dir):
-    """A video job stopped and run again keeps its id: the stopped run's abort (or late result)
-    must not reach the new run's stream."""
+    """A caller that gave up on a request may use its id again: the stopped run's abort must not
+    reach the new run's stream."""
     params = image_params(seed=21, num_inference_steps=4)
 
     async def scenario():

@@ -101,7 +101,9 @@ def test_a_server_restarted_with_no_resume_serves_finished_jobs_and_fails_runnin
         finished = create(first.url, **KEPT_JOB).json()
         assert wait_for_job(first.url, finished["id"])["status"] == "completed"
         original = requests.get(f"{first.url}/v1/videos/{finished['id']}/content", timeout=10)
-        running = create(first.url, **LONG_JOB).json()
+        # Larger than LONG_JOB: 1000 steps of it can end within the server's stop, which gives
+        # handlers up to GRACEFUL_SHUTDOWN_S before the job is cancelled.
+        running = create(first.url, **{**LONG_JOB, "size": "64x64", "num_frames": "33"}).json()
         wait_until_running(first.url, running["id"])
     # Started as `python -m omni.serve`, finding the storage through the seed's variable.
     monkeypatch.setenv("VLLM_OMNI_STORAGE_PATH", str(storage))
