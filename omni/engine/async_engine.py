@@ -217,8 +217,8 @@ class AsyncEngine(EngineService):
     async def _ids_free(self, requests: list[Request]) -> None:
         """Wait until an earlier request of the same id, given up on, has sent its last event,
         so none of its events reaches the new one's stream. (An aborted request's encode or
-        decode may still finish on a stage thread, matched by id: work run again should take a
-        fresh id, as video jobs do.)"""
+        decode that still finishes on a stage thread is dropped by the engine: stage results
+        are kept with the request object they ran for.)"""
         for request in requests:
             while (left := self._in_engine.get(request.request_id)) is not None:
                 with contextlib.suppress(TimeoutError):

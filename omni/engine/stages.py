@@ -46,10 +46,30 @@ NUM_STAGE_RECORDS = 4096
 
 @dataclass(slots=True)
 class StageResults:
+    """What the stages finished since the last collect, for requests still in the engine."""
+
     encoded: list[str] = field(default_factory=list)
     decoded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     previews: list[DecodedPreview] = field(default_factory=list)
+
+    @classmethod
+    def of_live(cls, done: list[tuple[Request, str, object]]) -> StageResults:
+        """The outcomes of requests not finished meanwhile. One aborted while its stage ran is
+        left out: its id may already name a new request, which must not take its result."""
+        results = cls()
+        for request, kind, outcome in done:
+            if request.status.is_finished:
+                continue
+            if kind == "encode":
+                results.encoded.append(request.request_id)
+            elif kind == "decode":
+                results.decoded.append(request.request_id)
+            elif kind == "failed":
+                results.failed[request.request_id] = outcome
+            else:
+                results.previews.append(outcome)
+        return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +105,7 @@ class InlineStages:
     def __init__(self, adapter: FamilyAdapter) -> None:
         self.adapter = adapter
         self.records: collections.deque[StageRecord] = collections.deque(maxlen=NUM_STAGE_RECORDS)
-        self._results = StageResults()
+        self._done: list[tuple[Request, str, object]] = []  # (request, kind, outcome)
         self._lock: contextlib.AbstractContextManager = contextlib.nullcontext()
         self.observer = EngineObserver()  # the engine hands over its own
 
@@ -127,12 +147,12 @@ class InlineStages:
         end = time.monotonic()
         self.observer.on_stage("preview", end - start, len(previews))
         decoded = [
-            DecodedPreview(p.request.request_id, p.steps_done, output)
+            (p.request, "preview", DecodedPreview(p.request.request_id, p.steps_done, output))
             for p, output in zip(previews, outputs, strict=True)
         ]
         with self._lock:
             self.records.append(StageRecord("preview", len(previews), start, end))
-            self._results.previews.extend(decoded)
+            self._done.extend(decoded)
 
     def _run(self, kind: str, stage: Callable, requests: list[Request]) -> None:
         """Run one call of a stage and file its outcome for the next `collect`."""
@@ -144,19 +164,21 @@ class InlineStages:
         self.observer.on_stage(kind, end - start, len(requests))
         with self._lock:
             self.records.append(StageRecord(kind, len(requests), start, end))
-            self._results.failed.update(failed)
-            done = self._results.encoded if kind == "encode" else self._results.decoded
-            done.extend(r.request_id for r in requests if r.request_id not in failed)
+            self._done.extend(
+                (r, "failed", failed[r.request_id]) if r.request_id in failed else (r, kind, None)
+                for r in requests
+            )
 
     def has_results(self) -> bool:
         with self._lock:
-            results = self._results
-            return bool(results.encoded or results.decoded or results.failed or results.previews)
+            return bool(self._done)
 
     def collect(self) -> StageResults:
+        """On the engine's thread, the one that aborts requests: a request's status cannot
+        change while its results are sorted."""
         with self._lock:
-            results, self._results = self._results, StageResults()
-            return results
+            done, self._done = self._done, []
+        return StageResults.of_live(done)
 
     def close(self) -> None:
         """Nothing runs in the background."""

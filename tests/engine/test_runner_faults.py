@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 
 import pytest
 import torch
@@ -51,3 +53,42 @@ def test_gpu_only_attention_backend_on_cpu_is_a_clear_startup_error(tiny_flux_di
 
     with pytest.raises(EngineNotReadyError, match=f"attention backend {backend} needs a CUDA"):
         run(scenario())
+
+
+def test_an_encode_finishing_after_its_abort_is_not_taken_for_a_new_request_of_that_id(
+    tiny_flux_dir,
+):
+    """Stage results belong to the request object they ran for, not to whatever request holds
+    its id when they come back: a resubmission under the aborted one's id must wait for its own
+    encode, not start denoising on the first one's."""
+    second_params = image_params(prompt="a second prompt", seed=3)
+
+    async def scenario(abort_first: bool):
+        async with running_engine(tiny_flux_dir) as engine:
+            adapter = engine._engine.adapter
+            real_prepare = adapter.prepare
+            entered, release = threading.Event(), threading.Event()
+
+            def prepare(requests):
+                if any(r.params.prompt == "held" for r in requests):
+                    entered.set()
+                    release.wait(30)
+                real_prepare(requests)
+
+            adapter.prepare = prepare
+            if not abort_first:
+                return (await engine.generate(second_params, request_id="same")).output
+            first = asyncio.ensure_future(
+                engine.generate(image_params(prompt="held"), request_id="same")
+            )
+            assert await asyncio.to_thread(entered.wait, 30)
+            first.cancel()  # aborts it while its encode is still running
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            second = asyncio.ensure_future(engine.generate(second_params, request_id="same"))
+            await asyncio.sleep(0.3)  # admitted: its encode queues behind the held one
+            release.set()
+            return (await second).output
+
+    expected = run(scenario(abort_first=False))
+    assert_same_image(run(scenario(abort_first=True)), expected)
