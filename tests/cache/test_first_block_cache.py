@@ -13,7 +13,7 @@ from diffusers.hooks import first_block_cache as diffusers_fbcache
 
 from omni.errors import InvalidRequestError
 from omni.request import GenerationParams
-from tests.engine.helpers import assert_same_image, generate_all, image_params
+from tests.engine.helpers import assert_same_image, diffusers_image, generate_all, image_params
 from tests.models.test_wan_engine import assert_same_video, video_params
 
 STEPS = 28
@@ -48,22 +48,10 @@ class DecisionLog:
 
 
 def flux_with_fbcache(model_dir, params: GenerationParams) -> Any:
+    """diffusers' FluxPipeline with its own First-Block Cache at the request's threshold."""
     pipe = FluxPipeline.from_pretrained(model_dir)
-    pipe.set_progress_bar_config(disable=True)
     apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(params.cache_threshold))
-    cfg = {}
-    if params.negative_prompt is not None:
-        cfg = {"negative_prompt": params.negative_prompt, "true_cfg_scale": params.true_cfg_scale}
-    return pipe(
-        prompt=params.prompt,
-        height=params.height,
-        width=params.width,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(params.seed),
-        max_sequence_length=pipe.tokenizer_2.model_max_length,
-        **cfg,
-    ).images[0]
+    return diffusers_image(model_dir, params, pipe=pipe)
 
 
 @pytest.mark.parametrize("threshold", [0.2, 0.5, 2.0])

@@ -20,6 +20,7 @@ from omni.models.base import FamilyAdapter
 from omni.request import GenerationParams
 from tests.engine.helpers import (
     assert_same_image,
+    diffusers_image,
     generate_all,
     image_params,
     pixels,
@@ -119,23 +120,11 @@ def assert_branches_match(
 
 
 def flux_with_taylorseer(model_dir, params: GenerationParams, cached: bool = True) -> Any:
+    """diffusers' FluxPipeline, with its own TaylorSeer cache unless `cached` is False."""
     pipe = FluxPipeline.from_pretrained(model_dir)
-    pipe.set_progress_bar_config(disable=True)
     if cached:
         apply_taylorseer_cache(pipe.transformer, DIFFUSERS_CONFIG)
-    cfg = {}
-    if params.negative_prompt is not None:
-        cfg = {"negative_prompt": params.negative_prompt, "true_cfg_scale": params.true_cfg_scale}
-    return pipe(
-        prompt=params.prompt,
-        height=params.height,
-        width=params.width,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(params.seed),
-        max_sequence_length=pipe.tokenizer_2.model_max_length,
-        **cfg,
-    ).images[0]
+    return diffusers_image(model_dir, params, pipe=pipe)
 
 
 HOOKED = 2  # the tiny FLUX's attention modules: one double-stream, one single-stream block
