@@ -21,7 +21,7 @@ from omni.http.body import FORM_TYPES, FormField, read_form, unsupported_media_t
 from omni.http.errors import ApiError, validation_error
 from omni.http.image_stream import ImageStream, check_stream
 from omni.http.images import check_model, check_seeds, images_response, parse_size, seeded
-from omni.http.schemas import OutputFormat
+from omni.http.schemas import OutputFormat, sampling_fields
 from omni.http.state import ENGINE
 from omni.limits import (
     MAX_EDIT_IMAGES,
@@ -187,16 +187,9 @@ def edit_params(
         last = image[-1] if isinstance(image, tuple) else image
         width, height = default_size(last, info.size_multiple)
     params = GenerationParams(
-        prompt=form.prompt,
-        negative_prompt=form.negative_prompt,
+        **sampling_fields(form),
         width=width,
         height=height,
-        num_inference_steps=form.num_inference_steps,
-        guidance_scale=form.guidance_scale,
-        true_cfg_scale=form.true_cfg_scale,
-        seed=form.seed,
-        priority=form.priority,
-        sampler=form.sampler,
         strength=form.strength,
         partial_images=form.partial_images if form.stream else None,
         lora=lora_specs(form.lora),

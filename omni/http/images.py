@@ -22,6 +22,7 @@ from omni.http.schemas import (
     ImageGenerationResponse,
     cache_fields,
     json_response,
+    sampling_fields,
 )
 from omni.http.state import ENGINE
 from omni.limits import MAX_SEED
@@ -99,16 +100,9 @@ def generation_params(body: ImageGenerationRequest, is_video: bool) -> Generatio
     width, height = parse_size(body.size)
     cache, cache_threshold = cache_fields(body.cache)
     return GenerationParams(
-        prompt=body.prompt,
-        negative_prompt=body.negative_prompt,
+        **sampling_fields(body),
         width=width,
         height=height,
-        num_inference_steps=body.num_inference_steps,
-        guidance_scale=body.guidance_scale,
-        true_cfg_scale=body.true_cfg_scale,
-        seed=body.seed,
-        priority=body.priority,
-        sampler=body.sampler,
         cache=cache,
         cache_threshold=cache_threshold,
         num_frames=1 if is_video else None,

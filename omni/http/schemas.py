@@ -27,6 +27,15 @@ def cache_fields(value: str | CacheSpec | None) -> tuple[str | None, float | Non
     return value, None
 
 
+SAMPLING_FIELDS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
+                   "true_cfg_scale", "seed", "priority", "sampler")  # fmt: skip
+
+
+def sampling_fields(body: msgspec.Struct) -> dict[str, Any]:
+    """The fields that image and video requests share and pass to the engine as they are."""
+    return {name: getattr(body, name) for name in SAMPLING_FIELDS}
+
+
 class ImageGenerationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """OpenAI's fields, then omni's extensions. None (or leaving a field out) means default.
 

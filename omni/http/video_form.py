@@ -34,7 +34,7 @@ from omni.http.body import (
 )
 from omni.http.errors import ApiError
 from omni.http.images import check_model, parse_size
-from omni.http.schemas import CacheSpec, cache_fields
+from omni.http.schemas import CacheSpec, cache_fields, sampling_fields
 from omni.http.state import ENGINE
 from omni.http.video_fields import (
     VideoRequest,
@@ -77,16 +77,9 @@ class VideoForm:
             interpolation_dir,
         )
         params = GenerationParams(
-            prompt=body.prompt,
-            negative_prompt=body.negative_prompt,
+            **sampling_fields(body),
             width=width,
             height=height,
-            num_inference_steps=body.num_inference_steps,
-            guidance_scale=body.guidance_scale,
-            true_cfg_scale=body.true_cfg_scale,
-            seed=body.seed,
-            priority=body.priority,
-            sampler=body.sampler,
             cache=cache,
             cache_threshold=cache_threshold,
             num_frames=body.num_frames,
