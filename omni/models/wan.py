@@ -20,36 +20,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from diffusers import DiffusionPipeline, WanImageToVideoPipeline
 
-from omni.errors import InvalidRequestError
-from omni.limits import (
-    MAX_FLOW_SHIFT,
-    MAX_FPS,
-    MAX_GUIDANCE,
-    MAX_NUM_FRAMES,
-    MAX_SIDE,
-    MIN_FLOW_SHIFT,
-)
+from omni.limits import MAX_NUM_FRAMES, MAX_SIDE
 from omni.models.base import FamilyAdapter, ModelInfo, Row, ServingDefaults, seeded_noise
 from omni.models.text_cache import TextEmbeddingCache
-from omni.models.wan_i2v import check_image, image_conditions
-from omni.models.wan_rules import (
-    HIGH_NOISE,
-    LOW_NOISE,
-    check_range,
-    first,
-    guidance_for,
-    nearest_multiple,
-    shipped_shift,
-    to_uint8,
-    valid_num_frames,
-)
+from omni.models.wan_i2v import image_conditions
+from omni.models.wan_resolve import resolve_params
+from omni.models.wan_rules import HIGH_NOISE, LOW_NOISE, guidance_for, shipped_shift, to_uint8
 from omni.models.wan_varlen import padded_forward
 from omni.request import GenerationParams, Request
 from omni.samplers import ScheduleInputs
@@ -162,57 +145,8 @@ class WanAdapter(FamilyAdapter):
     # Requests --------------------------------------------------------------------------------
 
     def resolve(self, params: GenerationParams) -> GenerationParams:
-        if params.true_cfg_scale is not None:
-            raise InvalidRequestError(
-                f"true_cfg_scale is not supported by {self.name}: Wan's guidance_scale is "
-                "already true classifier-free guidance with the negative prompt",
-                param="true_cfg_scale",
-            )
-        self.check_fields(params)
-        params = replace(
-            params,
-            width=nearest_multiple(params.width, self.size_multiple),
-            height=nearest_multiple(params.height, self.size_multiple),
-        )
-        params = self.check_common(params)
-        check_image(self.name, self.is_image_to_video, params.image)
-        self._check_experts(params)
-        d = self.defaults
-        num_frames = first(params.num_frames, d.num_frames)
-        fps = first(params.fps, d.fps)
-        flow_shift = first(params.flow_shift, self.flow_shift)
-        guidance = first(params.guidance_scale, d.guidance_scale)
-        guidance_2 = ratio = None
-        if self.has_two_experts:
-            guidance_2 = first(params.guidance_scale_2, d.guidance_scale_2, guidance)
-            ratio = first(params.boundary_ratio, self.default_boundary_ratio)
-            check_range("guidance_scale_2", guidance_2, 0, MAX_GUIDANCE)
-            if ratio is not None:
-                check_range("boundary_ratio", ratio, 0, 1)
-        check_range("num_frames", num_frames, 1, self.max_num_frames)
-        check_range("fps", fps, 1, MAX_FPS)
-        check_range("flow_shift", flow_shift, MIN_FLOW_SHIFT, MAX_FLOW_SHIFT)
-        check_range("guidance_scale", guidance, 0, MAX_GUIDANCE)
-        return replace(
-            params,
-            width=params.width or d.width,
-            height=params.height or d.height,
-            num_inference_steps=params.num_inference_steps or d.num_inference_steps,
-            num_frames=valid_num_frames(num_frames, self.temporal),
-            fps=fps,
-            flow_shift=flow_shift,
-            guidance_scale=guidance,
-            guidance_scale_2=guidance_2,
-            boundary_ratio=ratio,
-        )
-
-    def _check_experts(self, params: GenerationParams) -> None:
-        for field in ("guidance_scale_2", "boundary_ratio"):
-            if getattr(params, field) is not None and not self.has_two_experts:
-                raise InvalidRequestError(
-                    f"{field} needs a model with two experts (Wan2.2 A14B); {self.name} has one",
-                    param=field,
-                )
+        """Checks and defaults: see omni.models.wan_resolve."""
+        return resolve_params(self, params)
 
     def plan(self, params: GenerationParams) -> tuple[tuple[Hashable, ...], int]:
         experts = self._experts(params)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from omni.engine import EngineState
-from omni.engine.parallel import split_rows
+from omni.engine.parallel_step import split_rows
 from omni.errors import EngineNotReadyError
 from omni.models.base import Row
 from omni.request import GenerationParams, Request

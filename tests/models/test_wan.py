@@ -9,7 +9,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, 
 from PIL import Image
 
 from omni.errors import InvalidRequestError
-from omni.models.wan import WanAdapter, valid_num_frames
+from omni.models.wan import WanAdapter
+from omni.models.wan_rules import valid_num_frames
 from omni.request import GenerationParams, Request
 
 CPU = torch.device("cpu")
