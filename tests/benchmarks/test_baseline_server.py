@@ -11,8 +11,8 @@ import torch
 from aiohttp import web
 from PIL import Image
 
+from benchmarks.baseline_params import ImageParams
 from benchmarks.baseline_server import (
-    ImageParams,
     Job,
     PipelineWorker,
     build_app,

@@ -15,7 +15,7 @@ from omni.storage import JobStatus, VideoStore
 from tests.http.raw import assert_enveloped, exchange, request_bytes
 from tests.http.servers import ServerThread
 from tests.http.test_errors import assert_still_serving
-from tests.test_storage import make_job
+from tests.storage.helpers import make_job
 
 CONTENT = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4
 

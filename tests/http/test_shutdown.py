@@ -8,8 +8,8 @@ from pathlib import Path
 
 from omni.storage import JobStatus, VideoStore
 from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess, is_healthy, stats, wait_until
-from tests.http.test_videos import LONG_JOB, assert_error, create, wait_until_running
 from tests.http.test_videos_queue import QUICK_JOB, engine_holds, post_sync
+from tests.http.videos import LONG_JOB, assert_error, create, wait_until_running
 
 EXIT_TIMEOUT_S = 120.0
 

@@ -16,7 +16,7 @@ from omni.http.videos import VIDEO_JOBS
 from omni.storage import JobStatus
 from tests.http.raw import address, assert_enveloped, connect, read_response
 from tests.http.servers import ServerThread, server_thread, video_config, wait_until
-from tests.test_storage import make_job
+from tests.storage.helpers import make_job
 
 TIMEOUT_S = 1.0
 GIVE_UP_S = 30.0  # far past every timeout: reaching it means the client was never dropped

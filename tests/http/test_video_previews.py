@@ -14,8 +14,8 @@ from PIL import Image
 from omni.previews import sprite_indices
 from omni.storage import PREVIEW_FILES, VideoStore
 from tests.http.servers import VIDEO_SERVED_NAME
-from tests.http.test_videos import assert_error, client, quick_job, wait_for_job
-from tests.test_storage import make_job
+from tests.http.videos import assert_error, client, quick_job, wait_for_job
+from tests.storage.helpers import make_job
 
 __all__ = ["client"]  # the module fixture, shared
 

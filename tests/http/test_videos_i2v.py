@@ -14,13 +14,13 @@ import requests
 from openai import OpenAI
 
 from tests.http.servers import VIDEO_SERVED_NAME, ServerThread, server_thread, video_config
-from tests.http.test_videos import (
+from tests.http.test_videos_robustness import DEEP_OBJECT
+from tests.http.videos import (
     assert_error,
     create,
     image_file,
     wait_for_job,
 )
-from tests.http.test_videos_robustness import DEEP_OBJECT
 from tests.test_media import decode
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's Sora notice

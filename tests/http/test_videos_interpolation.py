@@ -19,7 +19,7 @@ from omni.http.state import INTERPOLATOR
 from omni.http.video_job_input import decode_input, encode_input
 from omni.request import FrameInterpolation, GenerationParams
 from tests.http.servers import ServerThread, server_thread, video_config
-from tests.http.test_videos import assert_error, assert_mp4, wait_for_job
+from tests.http.videos import assert_error, assert_mp4, wait_for_job
 from tests.interpolation.checkpoints import released_state, write_checkpoint
 from tests.test_media import decode
 

@@ -12,7 +12,7 @@ import requests
 
 from omni.http import ServerConfig
 from tests.http.servers import server_thread, stats, video_config, wait_until
-from tests.http.test_videos import LONG_JOB, assert_error, create, wait_for_job
+from tests.http.videos import LONG_JOB, assert_error, create, wait_for_job
 
 # About 4 s each on a CPU: the engine stays full while jobs are posted.
 SLOW_SYNC = {"prompt": "a slow sync clip", "num_inference_steps": "1000", "size": "32x32"}

@@ -16,7 +16,7 @@ from tests.http.servers import (
     video_config,
     wait_until,
 )
-from tests.http.test_videos import (
+from tests.http.videos import (
     LONG_JOB,
     assert_error,
     assert_mp4,

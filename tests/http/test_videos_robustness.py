@@ -20,8 +20,8 @@ from omni.http.videos import VIDEO_JOBS
 from omni.request import GenerationParams
 from omni.storage import JobStatus, KeyedJob, VideoJob, VideoStore
 from tests.http.servers import ServerProcess, ServerThread
-from tests.http.test_videos import assert_error, create, quick_job, wait_for_job
-from tests.test_storage import make_job
+from tests.http.videos import assert_error, create, quick_job, wait_for_job
+from tests.storage.helpers import make_job
 
 GATE_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 60.0  # a refused start exits in seconds; a served one would hang here

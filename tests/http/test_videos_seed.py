@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.http.servers import ServerProcess, server_thread, video_config
-from tests.http.test_videos import assert_mp4, image_file, valid_num_frames, wait_for_job
+from tests.http.videos import assert_mp4, image_file, valid_num_frames, wait_for_job
 from tests.test_media import decode
 
 pytestmark = pytest.mark.slow

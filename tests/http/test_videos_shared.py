@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from tests.http.servers import VIDEO_SERVED_NAME, ServerProcess, wait_until
-from tests.http.test_videos import create, wait_for_job, wait_until_running
+from tests.http.videos import create, wait_for_job, wait_until_running
 from tests.services import new_bucket, new_database
 from tests.test_media import decode
 

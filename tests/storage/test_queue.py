@@ -12,16 +12,13 @@ from omni.jobs import JobStore
 from omni.storage import (
     DATABASE_FILE,
     SERVER_RESTARTED,
-    JobInput,
     JobStatus,
     StorageInUseError,
     VideoStore,
 )
-from tests.test_storage import FakeClock, make_job
+from tests.storage.helpers import INPUT, FakeClock, make_job
 
 Opener = Callable[..., JobStore]
-
-INPUT = JobInput(b'{"prompt": "a boat"}', b"png bytes")
 
 
 def queue_three_and_stop(open_store: Opener) -> tuple[str, str, str]:

@@ -11,8 +11,7 @@ import pytest
 from omni.jobs.artifacts import LocalArtifacts
 from omni.jobs.queue import Claim
 from tests.services import new_database
-from tests.test_storage import make_job
-from tests.test_storage_queue import INPUT
+from tests.storage.helpers import INPUT, make_job
 
 NUM_JOBS = 40
 NUM_SERVERS = 4
