@@ -102,8 +102,8 @@ class ThreadStages(InlineStages):
                     stream.wait_event(ready)
                 if previews:
                     self._run_previews(previews)
-                else:
-                    self._run(kind, stage, requests)
+                elif live := [r for r in requests if not r.status.is_finished]:
+                    self._run(kind, stage, live)  # requests aborted while queued take no work
                 self.notify()
 
     def _encode_on_stream(self, requests: list[Request]) -> None:

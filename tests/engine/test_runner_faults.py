@@ -92,3 +92,34 @@ def test_an_encode_finishing_after_its_abort_is_not_taken_for_a_new_request_of_t
 
     expected = run(scenario(abort_first=False))
     assert_same_image(run(scenario(abort_first=True)), expected)
+
+
+def test_a_request_aborted_while_its_encode_is_queued_is_never_encoded(tiny_flux_dir):
+    async def scenario():
+        async with running_engine(tiny_flux_dir) as engine:
+            adapter = engine._engine.adapter
+            real_prepare = adapter.prepare
+            entered, release = threading.Event(), threading.Event()
+            encoded: list[str] = []
+
+            def prepare(requests):
+                encoded.extend(r.params.prompt for r in requests)
+                if any(r.params.prompt == "held" for r in requests):
+                    entered.set()
+                    release.wait(30)
+                real_prepare(requests)
+
+            adapter.prepare = prepare
+            held = asyncio.ensure_future(engine.generate(image_params(prompt="held")))
+            assert await asyncio.to_thread(entered.wait, 30)
+            queued = asyncio.ensure_future(engine.generate(image_params(prompt="given up")))
+            await asyncio.sleep(0.3)  # admitted, its encode queued behind the held one
+            queued.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await queued
+            await asyncio.sleep(0.3)  # the abort has reached the engine
+            release.set()
+            await held
+            return encoded
+
+    assert run(scenario()) == ["held"]
