@@ -13,7 +13,7 @@ from omni.flags_server import (
     add_server_arguments,
     add_video_job_arguments,
 )
-from omni.limits import CACHE_TYPES, MAX_LORA_SCALE
+from omni.limits import CACHE_TYPES, DEFAULT_CACHE_THRESHOLDS, MAX_LORA_SCALE
 from omni.scheduler import POLICIES
 
 DEFAULTS = EngineConfig()
@@ -141,8 +141,8 @@ def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
         "--cache-threshold",
         type=float,
         default=None,
-        help="the --cache fbcache threshold (default 0.05; taylorseer takes none); a request's "
-        "`cache` field may set its own",
+        help=f"the --cache fbcache threshold (default {DEFAULT_CACHE_THRESHOLDS['fbcache']:g}; "
+        "taylorseer takes none); a request's `cache` field may set its own",
     )
     group.add_argument(
         "--max-output-pixels",
