@@ -22,6 +22,7 @@ from omni.scheduler import SchedulerConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash", "xformers")
+CFG_PARALLEL_SIZES = (1, 2)  # 2: the cond and uncond rows on two ranks
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,9 @@ class EngineConfig:
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device cuda was asked for, but torch sees no CUDA device")
-        if self.cfg_parallel_size not in (1, 2):
-            raise ValueError("cfg_parallel_size must be 1 or 2")
+        if self.cfg_parallel_size not in CFG_PARALLEL_SIZES:
+            sizes = " or ".join(str(size) for size in CFG_PARALLEL_SIZES)
+            raise ValueError(f"cfg_parallel_size must be {sizes}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}")
         if self.profile_seconds < 0:

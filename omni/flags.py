@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from omni.config import ATTENTION_BACKENDS, DTYPES, EngineConfig
+from omni.config import ATTENTION_BACKENDS, CFG_PARALLEL_SIZES, DTYPES, EngineConfig
 from omni.flags_server import (
     add_http_arguments,
     add_replica_arguments,
@@ -128,7 +128,7 @@ def add_scheduling_arguments(group: argparse._ArgumentGroup) -> None:
 
 def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
     """How the engine runs a forward: parallelism, attention, step caching, limits."""
-    group.add_argument("--cfg-parallel-size", type=int, default=1, choices=[1, 2])
+    group.add_argument("--cfg-parallel-size", type=int, default=1, choices=list(CFG_PARALLEL_SIZES))
     group.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
     group.add_argument(
         "--cache",

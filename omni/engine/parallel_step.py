@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from omni.config import CFG_PARALLEL_SIZES
 from omni.engine.guard import is_out_of_memory
 from omni.engine.partials import PreviewJob, due_previews
 from omni.engine.runner import advance
@@ -27,7 +28,7 @@ from omni.request import GenerationParams, Request
 
 logger = logging.getLogger(__name__)
 
-WORLD_SIZE = 2
+WORLD_SIZE = max(CFG_PARALLEL_SIZES)
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 
 

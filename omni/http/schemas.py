@@ -32,7 +32,8 @@ SAMPLING_FIELDS = ("prompt", "negative_prompt", "num_inference_steps", "guidance
 
 
 def sampling_fields(body: msgspec.Struct) -> dict[str, Any]:
-    """The fields that image and video requests share and pass to the engine as they are."""
+    """The fields that image generations, image edits and videos share and pass to the engine
+    as they are."""
     return {name: getattr(body, name) for name in SAMPLING_FIELDS}
 
 
