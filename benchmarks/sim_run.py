@@ -45,26 +45,15 @@ class LevelPlan:
 
 
 def auto_budget(profile: Profile, max_batch_size: int, time_limit_s: float) -> int | None:
-    """omni.engine.profile.profile_forward on the cost model: the same doubling, the same time
-    limit and repeats, the same knee."""
-    from omni.engine.profile import REPEATS, knee
+    """omni.engine.profile.profile_forward on the cost model: the same sizes, rounds, time limit
+    and knee, with each forward's time read from the profile."""
+    from omni.engine.profile import knee, measure_curve
 
     width, height = profile.default_size
     tokens = profile.tokens_per_row(width, height)
-    points: list[tuple[int, float]] = []
-    spent, rows = 0.0, 1
-    while rows <= max_batch_size:
-        ms = profile.forward.ms(rows, tokens)
-        budget_s, used = time_limit_s - spent, 0.0
-        for call in range(1 + REPEATS):
-            used += ms / 1000
-            if call > 0 and used * REPEATS > budget_s * call:
-                break
-        spent += used
-        points.append((rows, ms))
-        if spent + 4 * ms / 1000 > time_limit_s:
-            break
-        rows *= 2
+    points = measure_curve(
+        lambda rows: profile.forward.ms(rows, tokens) / 1000, max_batch_size, time_limit_s
+    )
     rows_at_knee = knee(points)
     return None if rows_at_knee is None else rows_at_knee * tokens
 

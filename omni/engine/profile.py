@@ -3,13 +3,17 @@
 The default `max_num_batched_tokens` is the knee of that curve: the smallest batch that reaches
 `KNEE_SHARE` of the best throughput measured. Past the knee a bigger batch only stretches every
 request's step time; before it, rows are nearly free. Measured against the best point rather
-than point to point, one slow sample on a busy machine moves the knee by one point at most.
+than point to point, one slow sample on a busy machine moves the knee by one point at most;
+timed in interleaved rounds after a warm-up pass, a slow spell or a cold first call at a size
+rarely moves any point at all.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -22,7 +26,8 @@ from omni.request import GenerationParams, Request
 logger = logging.getLogger(__name__)
 
 KNEE_SHARE = 0.9
-REPEATS = 5
+ROUNDS = 5  # timed passes over every size, at most
+MIN_ROUNDS = 2  # the first pass stops doubling where fewer would fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,42 +75,59 @@ def profile_forward(
     step_keys, num_rows = adapter.plan(params)
     tokens = adapter.tokens_per_row(params)
     base = Request("profile", params, step_keys, num_rows, tokens)
-    points: list[tuple[int, float]] = []
-    deadline = time.monotonic() + time_limit_s
+    batches: dict[int, list[Request]] = {}
+
+    def forward_seconds(rows: int) -> float:
+        if rows not in batches:
+            batches[rows] = [replace(base, request_id=f"profile-{i}") for i in range(rows)]
+        synchronize(adapter.device)
+        start = time.perf_counter()
+        adapter.predict(batches[rows])
+        synchronize(adapter.device)
+        return time.perf_counter() - start
+
     with torch.inference_mode():
         InlineStages(adapter).encode([base])
-        rows = 1
-        while rows <= max_batch_size:
-            requests = [replace(base, request_id=f"profile-{i}") for i in range(rows)]
-            ms = time_predict(adapter, requests, deadline - time.monotonic())
-            points.append((rows, ms))
-            # The next point doubles the rows: at least two calls of about twice this.
-            if time.monotonic() + 4 * ms / 1000 > deadline:
-                break
-            rows *= 2
+        points = measure_curve(forward_seconds, max_batch_size, time_limit_s)
     return ForwardProfile(
         params.width, params.height, params.num_frames, tokens, tuple(points), knee(points)
     )
 
 
-def time_predict(adapter: FamilyAdapter, requests: list[Request], budget_s: float) -> float:
-    """The fastest of up to REPEATS calls of `predict` after a warm-up (fewer when one call
-    takes more than a REPEATS-th of `budget_s`): on a shared machine other work only ever adds
-    time, so the minimum is the forward's own cost."""
-    times: list[float] = []
+def measure_curve(
+    forward_seconds: Callable[[int], float], max_rows: int, time_limit_s: float
+) -> list[tuple[int, float]]:
+    """(rows, ms per forward) at 1, 2, 4, ... rows, spending about `time_limit_s` in forwards.
+
+    A first pass runs each size once, doubling while MIN_ROUNDS rounds of every size so far and
+    the next size still fit; those calls are only a warm-up (a process's first forwards at a
+    size are slow, and a cold small batch would push the knee up). Rounds then time every size
+    in turn, alternating direction, up to ROUNDS of them. A slow spell on a shared machine lands
+    on a few sizes of one round rather than on all of one size's calls, and each size's cost is
+    its fastest call, since other work only ever adds time.
+    """
     spent = 0.0
-    for call in range(1 + REPEATS):
-        synchronize(adapter.device)
-        start = time.perf_counter()
-        adapter.predict(requests)
-        synchronize(adapter.device)
-        elapsed = time.perf_counter() - start
-        spent += elapsed
-        if call > 0:
-            times.append(elapsed * 1000)
-            if spent * REPEATS > budget_s * call:
-                break
-    return min(times)
+    first: dict[int, float] = {}
+    rows = 1
+    while rows <= max_rows:
+        seconds = forward_seconds(rows)
+        spent += seconds
+        first[rows] = seconds
+        # The next size costs about twice this one, once now and once in every round.
+        if spent + 2 * seconds + MIN_ROUNDS * (sum(first.values()) + 2 * seconds) > time_limit_s:
+            break
+        rows *= 2
+    sizes = list(first)
+    fastest = dict.fromkeys(sizes, math.inf)
+    for round_ in range(ROUNDS):
+        round_s = sum(min(fastest[size], first[size]) for size in sizes)
+        if round_ > 0 and spent + round_s > time_limit_s:
+            break
+        for size in sizes if round_ % 2 == 0 else reversed(sizes):
+            seconds = forward_seconds(size)
+            spent += seconds
+            fastest[size] = min(fastest[size], seconds)
+    return [(size, fastest[size] * 1000) for size in sizes]
 
 
 def synchronize(device: torch.device) -> None:

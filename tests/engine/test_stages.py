@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.stage_jitter import run_burst
-from omni.engine.profile import knee
 from tests.conftest import run
 
 LONG_CALL_S = 0.05
@@ -34,23 +33,3 @@ def test_inside_the_step_the_same_burst_stalls_the_batch(bursts):
     burst = bursts[False]
     long_calls = [s for s in burst.stages if s.end - s.start > LONG_CALL_S]
     assert any(burst.forwards_within(call) == 0 for call in long_calls)
-
-
-def test_the_budget_is_the_fewest_rows_that_reach_nine_tenths_of_the_best_throughput():
-    curve = [(1, 2.4), (2, 2.4), (4, 2.9), (8, 3.7), (16, 6.0), (32, 10.2), (64, 22.4)]
-    assert knee(curve) == 32
-    noisy = [(1, 96.0), (2, 104.0), (4, 208.0), (8, 230.0), (16, 523.0)]
-    assert knee(noisy) == 8
-    assert knee(curve[:2]) is None  # too few points to tell
-
-
-def test_the_start_up_profile_sets_the_budget_and_stats_show_it(tiny_flux_dir):
-    from tests.engine.helpers import running_engine
-
-    async def scenario():
-        async with running_engine(tiny_flux_dir, profile_seconds=5) as engine:
-            return engine.stats()
-
-    stats = run(scenario())
-    assert stats.max_num_batched_tokens is not None and stats.max_num_batched_tokens >= 80
-    assert "knee at" in stats.forward_profile
