@@ -60,3 +60,43 @@ def test_mp4_encoding_33_frames_832x480(benchmark):
     frames = smooth_frames(33, 480, 832)
     encoded = benchmark.pedantic(encode_mp4, args=(frames, 16), rounds=5, warmup_rounds=1)
     assert encoded[4:8] == b"ftyp"
+
+
+@pytest.fixture(scope="module")
+def tiny_mixed_rows():
+    """omni-tiny's adapter and 8 prepared rows of 4 sizes (a padded forward)."""
+    import torch
+
+    from omni.config import EngineConfig
+    from omni.models import load_model
+    from omni.request import GenerationParams, Request
+
+    adapter = load_model(EngineConfig(model="omni-tiny"))
+    requests = []
+    for index, side in enumerate((32, 48, 64, 96) * 2):
+        params = adapter.resolve(
+            GenerationParams(prompt="a lighthouse", seed=index, height=side, width=side)
+        )
+        requests.append(Request(f"r{index}", params, *adapter.plan(params)))
+    with torch.inference_mode():
+        adapter.prepare(requests)
+    return adapter, adapter.rows(requests)
+
+
+@pytest.mark.parametrize("tables", ["kept", "rebuilt"])
+def test_flux_forward_of_mixed_sizes_rotary_tables(benchmark, tiny_mixed_rows, tables):
+    """One padded forward of 8 rows in 4 sizes and one of the 2 rows of the smallest size, with the
+    rotary tables kept per size (omni's way) or rebuilt at every forward (the transformer's)."""
+    import torch
+
+    from omni.models.rotary import RotaryTables
+
+    adapter, rows = tiny_mixed_rows
+    kept = adapter.rotary
+    if tables == "rebuilt":
+        adapter.rotary = RotaryTables(kept.pos_embed, max_bytes=0)
+    try:
+        with torch.inference_mode():
+            benchmark(lambda: (adapter.forward(rows), adapter.forward(rows[::4])))
+    finally:
+        adapter.rotary = kept

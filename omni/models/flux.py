@@ -23,6 +23,7 @@ from omni.models.padding import (
     processors_replaced,
     unpad,
 )
+from omni.models.rotary import RotaryTables, Table
 from omni.request import GenerationParams, Request
 from omni.samplers import Schedule, ScheduleInputs
 
@@ -48,6 +49,7 @@ class FluxBase(TrueCFGAdapter):
     def _setup(self) -> None:
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
+        self.rotary = RotaryTables(self.pipe.transformer.pos_embed)
 
     def _text_tokens(self, params: GenerationParams) -> int:
         return self.max_sequence_length
@@ -90,13 +92,15 @@ class FluxBase(TrueCFGAdapter):
         shapes = zip(latents, embeds, rows, strict=True)
         if len({(x.shape, e.shape, self._row_layout(r.request)) for x, e, r in shapes}) > 1:
             return self._forward_padded(rows, latents, embeds, inputs)
-        prediction = self.pipe.transformer(
-            hidden_states=torch.cat(latents),
-            encoder_hidden_states=torch.cat(embeds),
-            txt_ids=self._text_ids(embeds[0].shape[1]),
-            img_ids=self._row_ids(rows[0].request),
-            **inputs,
-        )[0]
+        text_len = embeds[0].shape[1]
+        with self.rotary.answering(self._rotary_table(text_len, rows[0].request)):
+            prediction = self.pipe.transformer(
+                hidden_states=torch.cat(latents),
+                encoder_hidden_states=torch.cat(embeds),
+                txt_ids=self._text_ids(text_len),
+                img_ids=self._row_ids(rows[0].request),
+                **inputs,
+            )[0]
         return own_tokens(rows, prediction.split(1))
 
     def _forward_padded(
@@ -112,13 +116,7 @@ class FluxBase(TrueCFGAdapter):
         hidden, image_valid = pad_rows(latents)
         text, text_valid = pad_rows(embeds)
         text_ids = self._text_ids(text.shape[1])
-        tables: dict[Hashable, tuple[torch.Tensor, torch.Tensor]] = {}
-        for row in rows:
-            layout = self._row_layout(row.request)
-            if layout not in tables:
-                ids = torch.cat([text_ids, self._row_ids(row.request)])
-                tables[layout] = transformer.pos_embed(ids)
-        row_tables = [tables[self._row_layout(row.request)] for row in rows]
+        row_tables = [self._rotary_table(text.shape[1], row.request) for row in rows]
         cos, _ = pad_rows([table[0][None] for table in row_tables])
         sin, _ = pad_rows([table[1][None] for table in row_tables])
         mask = key_mask(torch.cat([text_valid, image_valid], dim=1), hidden.dtype)
@@ -129,12 +127,13 @@ class FluxBase(TrueCFGAdapter):
             if isinstance(module, FluxAttention)
         }
         longest = max(range(len(rows)), key=lambda index: latents[index].shape[1])
-        with processors_replaced(processors):
+        # The transformer's own table (sized like the padded batch) goes unused: the processors
+        # rotate each row by its own.
+        with processors_replaced(processors), self.rotary.answering(row_tables[longest]):
             prediction = transformer(
                 hidden_states=hidden,
                 encoder_hidden_states=text,
                 txt_ids=text_ids,
-                # Sized like the padded batch; the processors use the rows' own tables instead.
                 img_ids=self._row_ids(rows[longest].request),
                 **inputs,
             )[0]
@@ -155,6 +154,13 @@ class FluxBase(TrueCFGAdapter):
 
     def _row_ids(self, request: Request) -> torch.Tensor:
         return self._image_ids_for(request.params)
+
+    def _rotary_table(self, text_len: int, request: Request) -> Table:
+        """The rotary table of a row of `request` after `text_len` text tokens."""
+        return self.rotary.get(
+            (text_len, self._row_layout(request)),
+            lambda: torch.cat([self._text_ids(text_len), self._row_ids(request)]),
+        )
 
     def _text_ids(self, text_len: int) -> torch.Tensor:
         return torch.zeros(text_len, 3, device=self.device, dtype=self.dtype)

@@ -19,6 +19,7 @@ from omni.models.base import Row
 from omni.models.flux2_padding import padded_processors
 from omni.models.image_family import ImageAdapter, TextCond
 from omni.models.padding import PaddedRows, key_mask, pad_rows, processors_replaced, unpad
+from omni.models.rotary import RotaryTables
 from omni.request import GenerationParams
 from omni.samplers import ScheduleInputs
 
@@ -45,6 +46,7 @@ class Flux2KleinAdapter(ImageAdapter):
         # tokenizer (the tiny model's) shortens the text the same way FLUX.1's adapter does.
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer.model_max_length)
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
+        self.rotary = RotaryTables(self.pipe.transformer.pos_embed)
         self._text_ids = Flux2KleinPipeline._prepare_text_ids(
             torch.empty(1, self.max_sequence_length, 1)
         ).to(self.device)
@@ -114,7 +116,10 @@ class Flux2KleinAdapter(ImageAdapter):
             prediction = transformer(hidden, img_ids=self._image_ids_for(sizes[0]), **inputs)[0]
             return list(prediction.split(1))
         hidden, image_valid = pad_rows(latents)
-        tables = {size: transformer.pos_embed(self._joint_ids(size)) for size in set(sizes)}
+        tables = {
+            size: self.rotary.get(size, lambda size=size: self._joint_ids(size))
+            for size in set(sizes)
+        }
         cos, _ = pad_rows([tables[size][0][None] for size in sizes])
         sin, _ = pad_rows([tables[size][1][None] for size in sizes])
         text_valid = torch.ones(len(rows), embeds.shape[1], dtype=torch.bool, device=self.device)

@@ -15,6 +15,7 @@ import omni.models.wan_varlen as wan_varlen
 from omni.flow import cfg_combine, model_timesteps
 from omni.models.base import FamilyAdapter, Row
 from omni.models.flux import FluxAdapter
+from omni.models.rotary import RotaryTables
 from omni.request import GenerationParams, Request
 
 CPU = torch.device("cpu")
@@ -93,6 +94,7 @@ def test_flux_tolerance_catches_a_missing_mask_or_wrong_positions(flux, monkeypa
     image_ids = flux._image_ids_for
     with monkeypatch.context() as patch:  # every row takes the first positions of the largest
         patch.setattr(flux, "_image_ids_for", lambda p: image_ids(largest)[: flux_tokens(flux, p)])
+        patch.setattr(flux, "rotary", RotaryTables(flux.pipe.transformer.pos_embed))  # not cached
         assert largest_error(flux, rows, alone) > 1e-2
 
 
