@@ -45,7 +45,10 @@ MAX_PADDING_RATIO = 1.25
 # Step caching: "none", First-Block Cache (its threshold bounds a relative L1 change) or
 # TaylorSeer (a fixed schedule: it takes no threshold).
 CACHE_TYPES = ("none", "fbcache", "taylorseer")
-DEFAULT_CACHE_THRESHOLDS = {"fbcache": 0.05}  # diffusers' FirstBlockCacheConfig default
+# fbcache's default sits between diffusers' FirstBlockCacheConfig (0.05) and nunchaku's FLUX
+# default (0.12): on a briefly trained FLUX-shaped model 0.05 skipped 0-7 of 28 steps and 0.1
+# skipped 14, at a mean of 1.3-1.7 pixel levels (BENCHMARKS.md, "Step caching on the CPU").
+DEFAULT_CACHE_THRESHOLDS = {"fbcache": 0.1}
 MAX_CACHE_THRESHOLD = 10.0
 MAX_PRIORITY = 2**31 - 1  # priorities run from -MAX_PRIORITY (first) to MAX_PRIORITY
 # LoRA: adapters one request may stack, the bound of each one's scale, and the server's defaults

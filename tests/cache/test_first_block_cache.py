@@ -12,6 +12,7 @@ from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 from diffusers.hooks import first_block_cache as diffusers_fbcache
 
 from omni.errors import InvalidRequestError
+from omni.limits import DEFAULT_CACHE_THRESHOLDS
 from omni.request import GenerationParams
 from tests.engine.helpers import assert_same_image, diffusers_image, generate_all, image_params
 from tests.models.test_wan_engine import assert_same_video, video_params
@@ -140,7 +141,7 @@ def test_wan_fbcache_equals_diffusers_with_cfg(tiny_wan_two_layers, monkeypatch)
 def test_cache_requests_are_checked(flux_adapter):
     assert flux_adapter.resolve(image_params()).cache is None
     resolved = flux_adapter.resolve(image_params(cache="fbcache"))
-    assert resolved.cache_threshold == 0.05  # diffusers' default
+    assert resolved.cache_threshold == DEFAULT_CACHE_THRESHOLDS["fbcache"]
     refused = [
         {"cache": "teacache"},
         {"cache": "fbcache", "cache_threshold": 0.0},
