@@ -4,14 +4,13 @@ The default `max_num_batched_tokens` is the knee of that curve: the smallest bat
 `KNEE_SHARE` of the best throughput measured. Past the knee a bigger batch only stretches every
 request's step time; before it, rows are nearly free. Measured against the best point rather
 than point to point, one slow sample on a busy machine moves the knee by one point at most;
-timed in interleaved rounds after a warm-up pass, a slow spell or a cold first call at a size
+timed in interleaved rounds after a first pass, a slow spell or a cold first call at a size
 rarely moves any point at all.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 KNEE_SHARE = 0.9
 ROUNDS = 5  # timed passes over every size, at most
-MIN_ROUNDS = 2  # the first pass stops doubling where fewer would fit
+MIN_ROUNDS = 1  # the first pass stops doubling where fewer would fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,29 +98,28 @@ def measure_curve(
 ) -> list[tuple[int, float]]:
     """(rows, ms per forward) at 1, 2, 4, ... rows, spending about `time_limit_s` in forwards.
 
-    A first pass runs each size once, doubling while MIN_ROUNDS rounds of every size so far and
-    the next size still fit; those calls are only a warm-up (a process's first forwards at a
-    size are slow, and a cold small batch would push the knee up). Rounds then time every size
-    in turn, alternating direction, up to ROUNDS of them. A slow spell on a shared machine lands
-    on a few sizes of one round rather than on all of one size's calls, and each size's cost is
-    its fastest call, since other work only ever adds time.
+    A first pass runs each size twice, a warm-up (a process's first forwards at a size are
+    slow: allocation, kernel selection) and a first timing, and doubles while MIN_ROUNDS rounds
+    of every size so far and the next size still fit, judged by the timings. Rounds then time
+    every size in turn, alternating direction, up to ROUNDS of them. A slow spell on a shared
+    machine lands on a few sizes of one round rather than on all of one size's calls, and each
+    size's cost is its fastest call, since other work only ever adds time.
     """
     spent = 0.0
-    first: dict[int, float] = {}
+    fastest: dict[int, float] = {}
     rows = 1
     while rows <= max_rows:
+        warm_up = forward_seconds(rows)
         seconds = forward_seconds(rows)
-        spent += seconds
-        first[rows] = seconds
-        # The next size costs about twice this one, once now and once in every round.
-        if spent + 2 * seconds + MIN_ROUNDS * (sum(first.values()) + 2 * seconds) > time_limit_s:
+        spent += warm_up + seconds
+        fastest[rows] = seconds
+        # The next size costs about twice this one: twice now, once in every round.
+        if spent + 4 * seconds + MIN_ROUNDS * (sum(fastest.values()) + 2 * seconds) > time_limit_s:
             break
         rows *= 2
-    sizes = list(first)
-    fastest = dict.fromkeys(sizes, math.inf)
+    sizes = list(fastest)
     for round_ in range(ROUNDS):
-        round_s = sum(min(fastest[size], first[size]) for size in sizes)
-        if round_ > 0 and spent + round_s > time_limit_s:
+        if round_ > 0 and spent + sum(fastest.values()) > time_limit_s:
             break
         for size in sizes if round_ % 2 == 0 else reversed(sizes):
             seconds = forward_seconds(size)
