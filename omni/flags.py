@@ -128,7 +128,12 @@ def add_scheduling_arguments(group: argparse._ArgumentGroup) -> None:
 
 def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
     """How the engine runs a forward: parallelism, attention, step caching, limits."""
-    group.add_argument("--cfg-parallel-size", type=int, default=1, choices=list(CFG_PARALLEL_SIZES))
+    group.add_argument(
+        "--cfg-parallel-size",
+        type=int,
+        default=DEFAULTS.cfg_parallel_size,
+        choices=list(CFG_PARALLEL_SIZES),
+    )
     group.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
     group.add_argument(
         "--cache",

@@ -10,11 +10,12 @@ from them while a forward runs.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 
 import torch
+
+from omni.models.tensor_lru import TensorLru
 
 Table = tuple[torch.Tensor, ...]  # what the transformer's pos_embed returns: cos, sin
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # FLUX.1 at 1024x1024: 4.7 MB a layout in float32
@@ -23,25 +24,19 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # FLUX.1 at 1024x1024: 4.7 MB a layout in 
 class RotaryTables:
     def __init__(self, pos_embed: torch.nn.Module, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.pos_embed = pos_embed
-        self.max_bytes = max_bytes
-        self.num_bytes = 0
-        self._tables: OrderedDict[Hashable, Table] = OrderedDict()
+        self.tables = TensorLru(max_bytes)
+
+    @property
+    def num_bytes(self) -> int:
+        return self.tables.num_bytes
 
     def get(self, layout: Hashable, ids: Callable[[], torch.Tensor]) -> Table:
         """The table of `layout`, made from `ids()` (the joint text + image position ids the
         transformer would build for it) the first time."""
-        table = self._tables.get(layout)
-        if table is not None:
-            self._tables.move_to_end(layout)
-            return table
-        table = tuple(self.pos_embed(ids()))
-        size = sum(t.numel() * t.element_size() for t in table)
-        if size <= self.max_bytes:
-            self._tables[layout] = table
-            self.num_bytes += size
-            while self.num_bytes > self.max_bytes:
-                _, evicted = self._tables.popitem(last=False)
-                self.num_bytes -= sum(t.numel() * t.element_size() for t in evicted)
+        table = self.tables.get(layout)
+        if table is None:
+            table = tuple(self.pos_embed(ids()))
+            self.tables.put(layout, table)
         return table
 
     @contextmanager

@@ -3,10 +3,11 @@ share) are encoded once. One cache per loaded model, so its key is the text alon
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
+
+from omni.models.tensor_lru import TensorLru
 
 Embedding = tuple[torch.Tensor, ...]  # one text's tensors, each with a batch dimension of 1
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # FLUX.1's T5 output is 4 MiB a prompt in bfloat16
@@ -18,15 +19,13 @@ class TextEmbeddingCache:
     ) -> None:
         """`encode` takes texts and returns batched tensors, row i belonging to text i."""
         self.encode = encode
-        self.max_bytes = max_bytes
-        self.num_bytes = 0
+        self.entries = TensorLru(max_bytes)
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[str, Embedding] = OrderedDict()
 
     def __call__(self, texts: list[str]) -> list[Embedding]:
         """Each text's embedding; the texts not cached are encoded together in one call."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._entries]
+        missing = [t for t in dict.fromkeys(texts) if t not in self.entries]
         fresh: dict[str, Embedding] = {}
         if missing:
             batched = self.encode(missing)
@@ -34,21 +33,7 @@ class TextEmbeddingCache:
                 fresh[text] = tuple(t[index : index + 1].clone() for t in batched)
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
-        found = [fresh[t] if t in fresh else self._touch(t) for t in texts]
+        found = [fresh[t] if t in fresh else self.entries.get(t) for t in texts]
         for text, embedding in fresh.items():
-            self._store(text, embedding)
+            self.entries.put(text, embedding)
         return found
-
-    def _touch(self, text: str) -> Embedding:
-        self._entries.move_to_end(text)
-        return self._entries[text]
-
-    def _store(self, text: str, embedding: Embedding) -> None:
-        size = sum(t.numel() * t.element_size() for t in embedding)
-        if size > self.max_bytes:
-            return
-        self._entries[text] = embedding
-        self.num_bytes += size
-        while self.num_bytes > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.num_bytes -= sum(t.numel() * t.element_size() for t in evicted)
