@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ class ReplicaPool(EngineService):
         self.cluster_address: str | None = None  # the GCS's HOST:PORT, once joined
         self.observer = EngineObserver()  # replicas keep their own; the pool reports their counts
         self._handle = None
+        self._board = None
         self._info: ModelInfo | None = None
         self._defaults: ServingDefaults | None = None
         self._statuses: list[ReplicaStatus] = []
@@ -81,7 +83,7 @@ class ReplicaPool(EngineService):
                 )
             self._info = await self._call(lambda: handle.info.remote())
             self._defaults = await self._call(lambda: handle.defaults.remote())
-            board = await asyncio.to_thread(open_board)
+            board = self._board = await asyncio.to_thread(open_board)
             self._statuses = await board.read.remote()
         except Exception as exc:
             if isinstance(exc, PlacementError):  # says all there is to say: no traceback
@@ -157,18 +159,20 @@ class ReplicaPool(EngineService):
     ) -> list[Finished]:
         """A request whose replica died runs once more on another: generating has no side
         effects, and once bounds what a request that kills its replica can do."""
-        send = lambda: self._routed().generate_many.remote(params, request_ids)  # noqa: E731
+        call_id = uuid.uuid4().hex
+        send = lambda: self._routed().generate_many.remote(params, request_ids, call_id)  # noqa: E731
         try:
-            return await self._call(send)
+            return await self._call(send, call_id)
         except ReplicaLostError:
             logger.warning("a replica died under %d requests; running them again", len(params))
-            return await self._call(send)
+            return await self._call(send, call_id)
 
     async def stream(
         self, params: GenerationParams, request_id: str | None = None
     ) -> AsyncIterator[Progress | Finished]:
         """Not run again if its replica dies: its progress has been seen already."""
-        events = self._routed().options(stream=True).stream.remote(params, request_id)
+        call_id = uuid.uuid4().hex
+        events = self._routed().options(stream=True).stream.remote(params, request_id, call_id)
         finished = False
         try:
             async for event in events:
@@ -179,18 +183,28 @@ class ReplicaPool(EngineService):
         finally:
             if not finished:
                 events.cancel()  # the replica's engine aborts the request at its next step
+                self._cancel_on_replicas(call_id)
+
+    def _cancel_on_replicas(self, call_id: str | None) -> None:
+        """Serve's cancel can be lost while it hands the call to a replica; the replicas also
+        read the board's cancelled calls every REPORT_INTERVAL_S and stop those they run."""
+        if call_id is not None and self._board is not None:
+            self._board.cancel.remote(call_id)  # not awaited: the caller is being cancelled
 
     def _routed(self):
         if self._handle is None:
             raise EngineNotReadyError(self.error or f"{self.config.model} is still loading")
         return self._handle
 
-    async def _call(self, send: Callable[[], DeploymentResponse]) -> Any:
+    async def _call(
+        self, send: Callable[[], DeploymentResponse], call_id: str | None = None
+    ) -> Any:
         response = send()
         try:
             return await response
         except asyncio.CancelledError:  # the client went away: so does the replica's request
             response.cancel()
+            self._cancel_on_replicas(call_id)
             raise
         except Exception as exc:
             raise as_omni_error(exc) from exc

@@ -12,6 +12,7 @@ import ray
 from ray import serve
 
 from omni.cluster.board import REPORT_INTERVAL_S, open_board
+from omni.cluster.calls import RunningCalls
 from omni.config import EngineConfig
 from omni.engine import AsyncEngine, EngineState, Finished, Progress, ReplicaStatus
 from omni.engine.histograms import HistogramObserver
@@ -30,10 +31,11 @@ class EngineReplica:
         self.engine = AsyncEngine(config)
         self.histograms = HistogramObserver()
         self.engine.observer = self.histograms  # posted with the status, for /metrics
+        self.calls = RunningCalls()
         await self.engine.start()
         await self.engine.wait_ready(load_timeout_s)
         self.board = open_board()  # a RayService starts replicas before any front end
-        await self.board.post.remote(self.status())
+        self.calls.cancel(await self.board.post.remote(self.status()))
         self.reporter = asyncio.create_task(self._report())
 
     def status(self) -> ReplicaStatus:
@@ -53,9 +55,12 @@ class EngineReplica:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)
             try:
-                await self.board.post.remote(self.status())
+                cancelled = await self.board.post.remote(self.status())
             except Exception:  # the board restarting must not end the reports for good
                 logger.warning("replica %s could not post its status", self.replica)
+                continue
+            for call_id in self.calls.cancel(cancelled):
+                logger.warning("call %s: its front end cancelled it; Serve had not", call_id)
 
     async def info(self) -> ModelInfo:
         return self.engine.info
@@ -67,15 +72,20 @@ class EngineReplica:
         return await self.engine.validate(params)
 
     async def generate_many(
-        self, params: list[GenerationParams], request_ids: list[str | None] | None
+        self,
+        params: list[GenerationParams],
+        request_ids: list[str | None] | None,
+        call_id: str | None = None,
     ) -> list[Finished]:
-        return await self.engine.generate_many(params, request_ids)
+        with self.calls.running(call_id):
+            return await self.engine.generate_many(params, request_ids)
 
     async def stream(
-        self, params: GenerationParams, request_id: str | None
+        self, params: GenerationParams, request_id: str | None, call_id: str | None = None
     ) -> AsyncIterator[Progress | Finished]:
-        async for event in self.engine.stream(params, request_id):
-            yield event
+        with self.calls.running(call_id):
+            async for event in self.engine.stream(params, request_id):
+                yield event
 
     async def check_health(self) -> None:
         """Serve calls this periodically; raising makes it replace the replica."""

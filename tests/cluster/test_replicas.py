@@ -25,8 +25,11 @@ NUM_REPLICAS = 2
 NUM_FRONT_ENDS = 2
 QUICK = {"prompt": "a red fox", "size": "64x64", "num_inference_steps": 2}
 STEPS = {"num_inference_steps": 4}  # for two partial images, each a step apart
-# Long enough on a CPU that a replica is still running it when the test kills the replica.
-SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 40, "n": 2}
+# Six of these take a replica about 8 s on this CPU: long past the second or so by which the
+# replicas' posted counters lag, so the replica the test kills is still running them (40 steps
+# took one second, and a replica seen busy had sometimes finished before the kill).
+SLOW = {"prompt": "a slow fox", "size": "256x256", "num_inference_steps": 400, "n": 2}
+ENDLESS = {**QUICK, "size": "1024x1024", "num_inference_steps": 1000}
 RESTART_TIMEOUT_S = 240.0
 # Each front end polls the replicas' board on its own, half a second apart at most: counters are
 # compared through one kept-alive connection, so through one front end's view.
@@ -215,9 +218,9 @@ def test_a_field_a_replica_refuses_is_a_400_naming_it(server: ServerProcess) -> 
 def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
     server: ServerProcess,
 ) -> None:
+    wait_until_idle(server.url)  # else a replica's last count, still busy, passes for this one
     aborted_before = pinned_stats(server.url)["num_aborted"]
-    body = json.dumps({**QUICK, "size": "1024x1024", "num_inference_steps": 1000}).encode()
-    sock = open_request(server.url, "/v1/images/generations", body)
+    sock = open_request(server.url, "/v1/images/generations", json.dumps(ENDLESS).encode())
     wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to take the request")
 
     sock.close()
@@ -235,6 +238,7 @@ def test_a_client_that_disconnects_aborts_its_requests_on_the_replica(
 def test_a_killed_replica_fails_or_reruns_its_requests_and_comes_back(
     server: ServerProcess,
 ) -> None:
+    wait_until_idle(server.url)
     with ThreadPoolExecutor(6) as pool:
         slow = [pool.submit(post_image, server.url, SLOW) for _ in range(6)]
         wait_until(lambda: busy_replica(server.url) is not None, 60, "a replica to be busy")
@@ -264,6 +268,10 @@ def busy_replica(url: str) -> dict[str, Any] | None:
         if replica["stats"]["num_running"] + replica["stats"]["num_waiting"] > 0:
             return replica
     return None
+
+
+def wait_until_idle(url: str) -> None:
+    wait_until(lambda: busy_replica(url) is None, 30, "the replicas to finish earlier requests")
 
 
 def replaced(url: str, lost_pid: int) -> bool:
