@@ -2,15 +2,24 @@
 `slowdown`, solved so that the simulator predicts what a real server did in a closed loop.
 
     python -m benchmarks.sim_calibrate benchmarks/profiles/cpu-omni-tiny.json   # solve again
+
+Or `step_overhead_ms` and `slowdown` together, fitted to omni's median images/s over several
+benchmarks.compare runs of one workload (the other workloads then validate out of sample):
+
+    python -m benchmarks.sim_calibrate benchmarks/profiles/cpu-omni-tiny.json \
+        --fit-to run*/compare-mixed-steps.json --workload mixed-steps --size-scale 0.125 \
+        --step-scale 0.2
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+from dataclasses import replace
 
 import torch
 
+from benchmarks.report import RunResult
 from benchmarks.sim_measure import PROMPT
 
 
@@ -103,7 +112,95 @@ def recalibrate(path: str) -> None:
     print(f"{file}: slowdown {profile['slowdown']}")
 
 
-if __name__ == "__main__":
-    import sys
+COARSE = (1.0, 0.1)  # grid steps of (step_overhead_ms, slowdown), then half of each around the best
+OVERHEADS_MS = [float(i) for i in range(10)]
+SLOWDOWNS = [round(0.8 + 0.1 * i, 2) for i in range(9)]
 
-    recalibrate(sys.argv[1])
+
+def fit_step_costs(path: str, compare_files: list[str], workload_argv: list[str]) -> None:
+    """The (step_overhead_ms, slowdown) whose simulated medians of images/s are nearest the
+    measured medians, every server at every level (squared log error), written to the file: a
+    coarse grid, then a finer one around its best. `slowdown` stretches both servers' work,
+    `step_overhead_ms` only omni's engine steps. Each omni run is simulated with the token
+    budget its own server chose (runs that chose the same one are simulated once)."""
+    import json
+    import math
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks.compare import read_runs
+    from benchmarks.report import load_label
+    from benchmarks.sim_validate import simulate_like
+    from benchmarks.simulate import build_parser, options_from_args
+
+    def key(run: RunResult) -> tuple[str, int | None]:
+        return run.label, (run.server_stats or {}).get("max_num_batched_tokens")
+
+    file = Path(path)
+    profile = json.loads(file.read_text())
+    runs = [run for name in compare_files for run in read_runs(Path(name))]
+    labels = sorted({run.label for run in runs})
+    levels = range(len(runs[0].levels))
+
+    def medians(results: list[RunResult]) -> list[float]:
+        return [
+            statistics.median(r.levels[i].images_per_s for r in results if r.label == label)
+            for label in labels
+            for i in levels
+        ]
+
+    measured = medians(runs)
+    distinct = {key(run): run for run in runs}
+    tried: dict[tuple[float, float], float] = {}
+
+    with tempfile.TemporaryDirectory() as folder:
+        trial = Path(folder) / "profile.json"
+        args = build_parser().parse_args([*workload_argv, "--profile", str(trial)])
+        options = options_from_args(args)
+
+        def error(overhead: float, slowdown: float) -> float:
+            point = (round(overhead, 3), round(slowdown, 3))
+            if point not in tried:
+                changed = {**profile, "step_overhead_ms": point[0], "slowdown": point[1]}
+                trial.write_text(json.dumps(changed))
+                guess = {k: simulate_like(run, args, options) for k, run in distinct.items()}
+                predicted = [replace(guess[key(run)], label=run.label) for run in runs]
+                tried[point] = sum(
+                    math.log(p / m) ** 2 for p, m in zip(medians(predicted), measured, strict=True)
+                )
+            return tried[point]
+
+        best = min(((o, s) for o in OVERHEADS_MS for s in SLOWDOWNS), key=lambda x: error(*x))
+        step_o, step_s = COARSE[0] / 2, COARSE[1] / 2
+        fine = [(max(0.0, best[0] + i * step_o), max(0.05, best[1] + j * step_s))
+                for i in (-1, 0, 1) for j in (-1, 0, 1)]  # fmt: skip
+        best = min(fine, key=lambda x: error(*x))
+        print(f"{file}: step_overhead_ms {best[0]:g}, slowdown {best[1]:g} "
+              f"(error {error(*best):.4f})")  # fmt: skip
+    # What the profile measured stays beside what was fitted (a second fit keeps the first's).
+    profile.setdefault("step_overhead_ms_measured", profile["step_overhead_ms"])
+    profile.setdefault("slowdown_from_probe", profile["slowdown"])
+    profile["step_overhead_ms"], profile["slowdown"] = round(best[0], 3), round(best[1], 3)
+    loads = ", ".join(load_label(level) for level in runs[0].levels)
+    profile["calibration"] = (
+        f"step_overhead_ms and slowdown fitted together by benchmarks.sim_calibrate --fit-to "
+        f"(grid {COARSE[0]:g} ms x {COARSE[1]:g}, then half that around the best) to the median "
+        f"images/s of {' and '.join(labels)} at {loads} over {len(compare_files)} runs "
+        f"({', '.join(compare_files)}), each omni run simulated with its own token budget; "
+        f"{' '.join(workload_argv)}. step_overhead_ms_measured is the scheduler's own cost a "
+        f"step; slowdown_from_probe the slowdown solved from server_measured alone."
+    )
+    file.write_text(json.dumps(profile, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="solve a profile's slowdown, or fit step costs")
+    parser.add_argument("profile")
+    parser.add_argument("--fit-to", nargs="+", help="compare JSONs of one workload")
+    known, rest = parser.parse_known_args()
+    if known.fit_to:
+        fit_step_costs(known.profile, known.fit_to, rest)
+    else:
+        recalibrate(known.profile)

@@ -1,4 +1,4 @@
-"""Predicted against measured: simulate what a benchmarks.compare run measured, at its settings.
+"""Predicted against measured: simulate what benchmarks.compare runs measured, at their settings.
 
 Every server in the compare JSON is simulated with the same workload flags (pass the same
 --workload/--size-scale/--step-scale), the same levels and request counts, the same seeds and
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from benchmarks.compare import read_runs
@@ -74,21 +75,33 @@ def error_percent(predicted: float | None, measured: float | None) -> str:
     return f"{(predicted - measured) / measured:+.0%}"
 
 
-def comparison_rows(measured: RunResult, predicted: RunResult) -> list[dict]:
+def comparison_rows(measured: list[RunResult], predicted: list[RunResult]) -> list[dict]:
+    """Predicted against measured per server, level and metric; over several runs of one
+    workload (one compare JSON each), the median prediction against the median measurement,
+    each run simulated with its own server's settings (the token budget its profile chose)."""
     rows = []
-    for level, guess in zip(measured.levels, predicted.levels, strict=True):
+    for index, level in enumerate(measured[0].levels):
         for name, metric in METRICS.items():
+            guesses = present(metric(run.levels[index]) for run in predicted)
+            values = present(metric(run.levels[index]) for run in measured)
+            guess = statistics.median(guesses) if guesses else None
+            value = statistics.median(values) if values else None
             rows.append(
                 {
-                    "server": measured.label,
+                    "server": measured[0].label,
                     "load": load_label(level),
                     "metric": name,
-                    "predicted": metric(guess),
-                    "measured": metric(level),
-                    "error": error_percent(metric(guess), metric(level)),
+                    "predicted": guess,
+                    "measured": value,
+                    "error": error_percent(guess, value),
+                    "runs": len(measured),
                 }
             )
     return rows
+
+
+def present(values: Iterable[float | None]) -> list[float]:
+    return [value for value in values if value is not None]
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -109,24 +122,29 @@ def format_rows(rows: list[dict]) -> str:
 def validate(args: argparse.Namespace) -> None:
     from benchmarks.simulate import options_from_args
 
-    measured_runs = read_runs(args.validate)
+    # Per file, one RunResult per server, in the order that run started them.
+    runs = [{run.label: run for run in read_runs(path)} for path in args.validate]
     options = options_from_args(args)
-    rows, predicted_runs = [], []
-    for measured in measured_runs:
-        predicted = simulate_like(measured, args, options)
-        predicted_runs.append(predicted)
+    rows, measured_all, predicted_all = [], [], []
+    for label in runs[0]:
+        measured = [results[label] for results in runs]
+        predicted = [simulate_like(run, args, options) for run in measured]
         rows += comparison_rows(measured, predicted)
+        measured_all += measured
+        predicted_all += predicted
+    sources = ", ".join(str(path) for path in args.validate)
+    over = f"medians over {len(runs)} runs" if len(runs) > 1 else "one run"
     text = "\n\n".join(
         [
-            f"profile {args.profile} against {args.validate}",
+            f"profile {args.profile} against {sources} ({over})",
             format_rows(rows),
-            "measured:\n" + table(measured_runs),
-            "SIMULATED:\n" + table(predicted_runs),
+            "measured:\n" + table(measured_all),
+            "SIMULATED:\n" + table(predicted_all),
         ]
     )
     print(text)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.output_dir / f"validate-{args.validate.stem}"
+    stem = args.output_dir / f"validate-{args.validate[0].stem}"
     stem.with_name(stem.name + ".txt").write_text(text + "\n")
     stem.with_name(stem.name + ".json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {stem}.txt and {stem}.json", file=sys.stderr)

@@ -113,7 +113,7 @@ def plot_title(args: argparse.Namespace) -> str:
     return f"SIMULATED, not measured: {profile.name}, {workload.name}{scale}\n{profile.device}"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-omni-tiny", help="a shipped name or a path")
     parser.add_argument("--policies", nargs="*", choices=list(POLICIES), default=["fcfs"])
@@ -124,12 +124,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-num-waiting", type=int, default=SimOptions().max_num_waiting)
     parser.add_argument("--profile-seconds", type=float, default=SimOptions().profile_seconds)
     parser.add_argument("--baseline-max-batch", type=int, default=8)
-    parser.add_argument("--validate", type=Path, help="a compare JSON to predict and compare with")
+    parser.add_argument(
+        "--validate",
+        type=Path,
+        nargs="+",
+        help="compare JSONs of one workload (runs of one sitting) to predict and compare with",
+    )
     parser.add_argument("--keep-records", action="store_true", help="every request in the JSON")
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "benchmarks/results/sim")
     add_load_arguments(parser)
     parser.set_defaults(max_duration=float("inf"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.validate:
         from benchmarks.sim_validate import validate
 
