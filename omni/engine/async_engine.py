@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 
+from omni.aio import wait_at_most
 from omni.config import EngineConfig
 from omni.engine.engine import Engine, EngineState
 from omni.engine.messages import Abort, AddRequest, Event, Failed, Finished, Preview, Progress
@@ -222,7 +223,7 @@ class AsyncEngine(EngineService):
         for request in requests:
             while (left := self._in_engine.get(request.request_id)) is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(left.wait(), LIVENESS_POLL_S)
+                    await wait_at_most(left.wait(), LIVENESS_POLL_S)
                 self._check_ready()
             if request.request_id in self._streams:  # taken by another caller meanwhile
                 raise ValueError(f"request {request.request_id} is already running")
@@ -266,7 +267,7 @@ class AsyncEngine(EngineService):
     async def _next_event(self, events: asyncio.Queue[Event]) -> Event:
         while True:
             try:
-                return await asyncio.wait_for(events.get(), LIVENESS_POLL_S)
+                return await wait_at_most(events.get(), LIVENESS_POLL_S)
             except TimeoutError:
                 if self.state == EngineState.DEAD:
                     raise EngineNotReadyError(self.error or "the engine died") from None

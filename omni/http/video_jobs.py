@@ -18,6 +18,7 @@ import logging
 import time
 from contextlib import aclosing, suppress
 
+from omni.aio import wait_at_most
 from omni.engine import EngineService, Progress
 from omni.errors import EngineOverloadedError, OmniError, ReplicaLostError
 from omni.http.errors import ApiError
@@ -137,7 +138,7 @@ class VideoJobs:
             except Exception:  # a failing disk must not end dispatching for good
                 logger.exception("handing video jobs to the engine failed; retrying")
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), DISPATCH_POLL_S)
+                await wait_at_most(self._wake.wait(), DISPATCH_POLL_S)
 
     async def _dispatch_queued(self) -> None:
         while self.is_dispatching and self.engine.num_free_slots > 0:

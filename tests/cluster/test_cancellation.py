@@ -47,7 +47,7 @@ def test_a_cancelled_call_aborts_its_engine_requests_and_others_run_on(tiny_flux
     async def scenario():
         async with running_engine(tiny_flux_dir) as engine:
             doomed = asyncio.ensure_future(call(engine, "doomed", 1000))
-            kept = asyncio.ensure_future(call(engine, "kept", 8))
+            kept = asyncio.ensure_future(call(engine, "kept", 50))
             while engine.stats().num_running < 2:
                 await asyncio.sleep(0.01)
 
