@@ -60,7 +60,7 @@ class EngineReplica:
                 logger.warning("replica %s could not post its status", self.replica)
                 continue
             for call_id in self.calls.cancel(cancelled):
-                logger.warning("call %s: its front end cancelled it; Serve had not", call_id)
+                logger.warning("call %s: still running after its front end cancelled it", call_id)
 
     async def info(self) -> ModelInfo:
         return self.engine.info
