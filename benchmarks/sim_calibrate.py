@@ -113,8 +113,8 @@ def recalibrate(path: str) -> None:
 
 
 COARSE = (1.0, 0.1)  # grid steps of (step_overhead_ms, slowdown), then half of each around the best
-OVERHEADS_MS = [float(i) for i in range(10)]
-SLOWDOWNS = [round(0.8 + 0.1 * i, 2) for i in range(9)]
+OVERHEADS_MS = [COARSE[0] * i for i in range(10)]  # 0 to 9 ms
+SLOWDOWNS = [round(0.8 + COARSE[1] * i, 2) for i in range(9)]  # 0.8 to 1.6
 
 
 def fit_step_costs(path: str, compare_files: list[str], workload_argv: list[str]) -> None:

@@ -37,6 +37,9 @@ class TensorLru:
         size = nbytes(entry)
         if size > self.max_bytes:
             return
+        replaced = self._entries.pop(key, None)
+        if replaced is not None:  # a key put again counts once, at its new size
+            self.num_bytes -= nbytes(replaced)
         self._entries[key] = entry
         self.num_bytes += size
         while self.num_bytes > self.max_bytes:

@@ -1,9 +1,11 @@
-"""The text-embedding cache: repeated texts are encoded once, within its bound on bytes."""
+"""The text-embedding cache: repeated texts are encoded once, within its bound on bytes; the
+LRU under it counts a key put again once."""
 
 from __future__ import annotations
 
 import torch
 
+from omni.models.tensor_lru import TensorLru
 from omni.models.text_cache import TextEmbeddingCache
 
 
@@ -40,3 +42,14 @@ def test_past_its_bound_the_least_recently_used_text_is_encoded_again():
     assert encoder.encoded == ["a", "bb", "ccc"]
     cache(["bb"])
     assert encoder.encoded == ["a", "bb", "ccc", "bb"]
+
+
+def test_a_key_put_again_is_counted_once_at_its_new_size():
+    lru = TensorLru(max_bytes=3 * 16)
+    lru.put("a", (torch.zeros(4),))
+    lru.put("b", (torch.zeros(4),))
+    lru.put("a", (torch.zeros(8),))  # 32 bytes in place of 16: 48 in all, within the bound
+
+    assert lru.num_bytes == 48
+    assert "a" in lru and "b" in lru
+    assert lru.get("a")[0].shape == (8,)
